@@ -1,0 +1,53 @@
+"""place_cube: pick the cube and place it in the container (plate or bowl), the paper's task."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rsr.envs.tabletop import mjcf
+from rsr.envs.tabletop.tasks import base
+from rsr.envs.tabletop.tasks.pick_cube import _start_tcp
+
+
+class PlaceCube(base.Task):
+  name = "place_cube"
+  task_id = 3
+  layout = mjcf.SceneLayout(container=True)
+  horizon = 80
+  instruction = "put the cube in the container"
+  goal_source = "container"
+
+  def sample_init(self, key, layout_half):
+    k_xy, k_yaw, k_tcp = jax.random.split(key, 3)
+    # The cube must start outside the container: centres at least its outer half + a cube apart.
+    xy = base.sample_separated(k_xy, 2, layout_half, mjcf.CONTAINER_HALF + 2 * mjcf.CONTAINER_WALL + 0.045)
+    return base.Init(cube_xy=jnp.stack([xy[0], xy[0]]),
+                     cube_yaw=jax.random.uniform(k_yaw, (2,), minval=-jnp.pi, maxval=jnp.pi),
+                     goal=jnp.concatenate([xy[1], jnp.zeros(1)]), tcp=_start_tcp(k_tcp))
+
+  def _inside(self, view):
+    rel = view.cube_pos[0] - view.goal
+    inside_xy = jnp.all(jnp.abs(rel[:2]) < mjcf.CONTAINER_HALF - 0.5 * view.cube_half[0])
+    resting = rel[2] < 2 * mjcf.CONTAINER_BASE_HALF_Z + view.cube_half[0] + 0.01
+    return inside_xy & resting
+
+  def success(self, view):
+    return self._inside(view) & base.is_released(view)
+
+  def reward(self, view):
+    w = base.Staged()
+    cube = view.cube_pos[0]
+    reach = 1.0 - jnp.tanh(10.0 * jnp.linalg.norm(view.tcp - cube))
+    grasped = base.is_grasped(view).astype(jnp.float32)
+    above = view.goal + jnp.array([0.0, 0.0, 0.06])
+    move = grasped * (1.0 - jnp.tanh(5.0 * jnp.linalg.norm(cube - above)))
+    place = self._inside(view).astype(jnp.float32)
+    moved = jnp.maximum(move, place)  # a placed cube keeps the move stage's credit after release
+    success = self.success(view).astype(jnp.float32)
+    return w.reach * reach + w.grasp * jnp.maximum(grasped, place) + w.move * moved + w.place * place \
+        + w.success * success
+
+  def expert_act(self, carry, view):
+    place_at = view.goal + jnp.array([0.0, 0.0, 2 * mjcf.CONTAINER_BASE_HALF_Z + view.cube_half[0] + 0.006])
+    return base.pick_and_place_expert(carry, view, place_at, final_hold=False)

@@ -1,0 +1,84 @@
+"""push_cube: push the cube along the table onto the marked target (a disc on the table)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rsr.envs.tabletop import mjcf
+from rsr.envs.tabletop.tasks import base
+from rsr.envs.tabletop.tasks.pick_cube import _start_tcp
+
+GOAL_THRESHOLD = 0.025  # m between cube and target centres, in the table plane
+PUSH_Z = 0.018  # TCP height while pushing: finger tips just above the table
+# Closed fingers form a paddle whose face is normal to the gripper's y axis; its half thickness:
+PADDLE_HALF = 2 * mjcf.FINGER_HALF[1]
+
+ALIGN, LOWER, PUSH = range(3)
+
+
+class PushCube(base.Task):
+  name = "push_cube"
+  task_id = 0
+  layout = mjcf.SceneLayout(marker="disc")
+  horizon = 60
+  instruction = "push the cube onto the target"
+  goal_source = "marker"
+
+  def sample_init(self, key, layout_half):
+    k_xy, k_dir, k_dist, k_yaw, k_tcp = jax.random.split(key, 5)
+    cube = jax.random.uniform(k_xy, (2,), minval=-1.0, maxval=1.0) * layout_half
+    angle = jax.random.uniform(k_dir, (), minval=-jnp.pi, maxval=jnp.pi)
+    dist = jax.random.uniform(k_dist, (), minval=0.08, maxval=0.14)
+    goal = jnp.clip(cube + dist * jnp.array([jnp.cos(angle), jnp.sin(angle)]), -0.2, 0.2)
+    return base.Init(cube_xy=jnp.stack([cube, cube]),
+                     cube_yaw=jax.random.uniform(k_yaw, (2,), minval=-jnp.pi, maxval=jnp.pi),
+                     goal=jnp.concatenate([goal, jnp.array([0.001])]), tcp=_start_tcp(k_tcp))
+
+  def success(self, view):
+    return jnp.linalg.norm(view.cube_pos[0, :2] - view.goal[:2]) < GOAL_THRESHOLD
+
+  def _push_frame(self, view):
+    cube = view.cube_pos[0]
+    to_goal = view.goal[:2] - cube[:2]
+    direction = to_goal / jnp.maximum(jnp.linalg.norm(to_goal), 1e-6)
+    standoff = view.cube_half[0] * jnp.sqrt(2.0) + PADDLE_HALF + 0.012
+    behind = jnp.concatenate([cube[:2] - direction * standoff, jnp.array([PUSH_Z])])
+    return direction, behind
+
+  def reward(self, view):
+    w = base.Staged()
+    _, behind = self._push_frame(view)
+    reach = 1.0 - jnp.tanh(10.0 * jnp.linalg.norm(view.tcp - behind))
+    move = 1.0 - jnp.tanh(5.0 * jnp.linalg.norm(view.cube_pos[0, :2] - view.goal[:2]))
+    success = self.success(view).astype(jnp.float32)
+    return w.reach * reach + (w.grasp + w.move) * move + w.success * success
+
+  def expert_act(self, carry, view):
+    cube = view.cube_pos[0]
+    direction, behind = self._push_frame(view)
+    # Face the paddle (gripper y axis) along the push direction; the paddle is symmetric under pi.
+    yaw = jnp.arctan2(direction[1], direction[0]) - jnp.pi / 2
+    yaw = yaw + jnp.round((view.yaw - yaw) / jnp.pi) * jnp.pi
+    hover = behind.at[2].set(base.HOVER)
+    finish = jnp.concatenate([view.goal[:2] - direction * (view.cube_half[0] + PADDLE_HALF) + direction * 0.01,
+                              jnp.array([PUSH_Z])])
+    phase = carry.phase
+    target = jnp.stack([hover, behind, finish])[phase]
+    gain = jnp.where(phase == PUSH, 0.6, 1.5)
+    action = base.move_to(view, target, jnp.where(phase == PUSH, view.yaw, yaw), 1.0, gain=gain)
+
+    rel = cube[:2] - view.tcp[:2]
+    lateral = jnp.abs(rel[0] * direction[1] - rel[1] * direction[0])
+    ahead = rel @ direction
+    yaw_err = jnp.abs(base.wrap_angle(yaw - view.yaw, jnp.pi))
+    done_phase = jnp.select(
+        [phase == ALIGN, phase == LOWER],
+        [(jnp.linalg.norm(hover[:2] - view.tcp[:2]) < 0.008) & (yaw_err < 0.08),
+         jnp.abs(view.tcp[2] - PUSH_Z) < 0.006],
+        False)
+    # Realign when the cube has slid off the paddle's line or the paddle is no longer behind it.
+    lost = (phase == PUSH) & ((lateral > 0.014) | (ahead < 0.0)) & (carry.timer >= 1)
+    carry = base.advance(carry, done_phase)
+    carry = base.advance(carry, lost, jnp.asarray(ALIGN))
+    return carry, action
