@@ -13,6 +13,7 @@ renderer after its vertical flip. `tests/envs/test_render.py` holds it to MuJoCo
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -108,11 +109,11 @@ def cast(m, d, origins: jax.Array, dirs: jax.Array) -> tuple[jax.Array, jax.Arra
   return jax.vmap(lambda o, v: mjx.ray(m, d, o, v), in_axes=(o_axis, 0))(origins, dirs)
 
 
-@functools.partial(jax.jit, static_argnames=("height", "width", "table_geom", "shadows", "geom_type"))
-def _render(m, d, camera, scene, albedo, *, height, width, table_geom, shadows, geom_type):
-  dirs = jnp.asarray(pixel_directions(height, width, camera.fovy)) @ camera.mat.T
-  dist, gid = cast(m, d, camera.pos, dirs)
-  hit = camera.pos + dist[:, None] * dirs
+def _render_one(m, d, pos, mat, dirs_cam, scene, albedo, *, table_geom, shadows, geom_type):
+  """One view: camera position f32[3], rotation f32[3, 3], camera-frame ray directions f32[N, 3]."""
+  dirs = dirs_cam @ mat.T
+  dist, gid = cast(m, d, pos, dirs)
+  hit = pos + dist[:, None] * dirs
   normal = _normals(m, d, np.asarray(geom_type), gid, hit)
   # Light the side of the surface facing the camera (planes and thin geoms are seen from either side).
   normal = jnp.where(jnp.sum(normal * dirs, -1, keepdims=True) > 0, -normal, normal)
@@ -123,18 +124,17 @@ def _render(m, d, camera, scene, albedo, *, height, width, table_geom, shadows, 
     diffuse = jnp.where(s_dist >= 0, 0.0, diffuse)
   shade = scene.ambient + scene.light_intensity * diffuse
   rgb = jnp.where((gid >= 0)[:, None], colour * shade[:, None], scene.background_rgb)
-  rgb = jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-  return rgb.reshape(height, width, 3), gid.reshape(height, width).astype(jnp.int32)
+  return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.uint8), gid.astype(jnp.int32)
 
 
-def render(m, d, camera: Camera, scene: scenes_lib.SceneParams, albedo: jax.Array, *, height: int,
-           width: int, table_geom: int, geom_type: tuple[int, ...], shadows: bool = True
+def render(m, d, cameras: Sequence[Camera], scene: scenes_lib.SceneParams, albedo: jax.Array, *,
+           height: int, width: int, table_geom: int, geom_type: tuple[int, ...], shadows: bool = True
            ) -> tuple[jax.Array, jax.Array]:
-  """Renders one camera view.
+  """Renders several camera views of one state (one traced copy of the ray code serves them all).
 
   Args:
     m, d: MJX model (with the scene's geom sizes) and data (after kinematics).
-    camera: pose and field of view.
+    cameras: C camera poses and fields of view.
     scene: lights, table texture, background.
     albedo: f32[ngeom, 3] per-geom colour.
     height, width: image size in pixels.
@@ -143,7 +143,12 @@ def render(m, d, camera: Camera, scene: scenes_lib.SceneParams, albedo: jax.Arra
     shadows: cast a shadow ray per pixel (doubles the cost).
 
   Returns:
-    rgb uint8[height, width, 3] and the geom id map i32[height, width] (-1 where no geom is hit).
+    rgb uint8[C, height, width, 3] and the geom id maps i32[C, height, width] (-1 where nothing is hit).
   """
-  return _render(m, d, camera, scene, albedo, height=height, width=width, table_geom=table_geom,
-                 shadows=shadows, geom_type=geom_type)
+  dirs = jnp.asarray(np.stack([pixel_directions(height, width, c.fovy) for c in cameras]))
+  pos = jnp.stack([c.pos for c in cameras])
+  mat = jnp.stack([c.mat for c in cameras])
+  one = functools.partial(_render_one, table_geom=table_geom, shadows=shadows, geom_type=geom_type)
+  rgb, gid = jax.vmap(one, in_axes=(None, None, 0, 0, 0, None, None))(m, d, pos, mat, dirs, scene, albedo)
+  n = len(cameras)
+  return rgb.reshape(n, height, width, 3), gid.reshape(n, height, width)

@@ -1,0 +1,1 @@
+"""Evaluation: jitted rollouts in the real simulator, success statistics, media."""

@@ -1,0 +1,121 @@
+"""The JAX renderer against MuJoCo's own OpenGL renderer (the oracle): same geoms on the same pixels.
+
+For 20 states (5 per task, every split, objects moved or grasped by the scripted expert) the front
+camera's geom-id map from the JAX ray renderer (`env.render`, at 128x128) is compared with
+MuJoCo's OpenGL segmentation of the C twin of the same state (`oracle.to_mujoco`): every geom covering
+at least MIN_PIXELS pixels in either map must have an IoU of at least MIN_IOU between the two maps.
+
+Orientation: `mujoco.Renderer.render()` returns rows top first (checked by eye on saved images: the
+gripper is in the top rows and the table in the bottom rows of both maps), the same as the JAX renderer,
+so no flip is applied.
+
+Needs a headless OpenGL (EGL: libegl1, libegl-mesa0, libgl1-mesa-dri); without one the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported (tests/conftest.py does the same)
+
+import jax  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from rsr.envs import SPLITS, TASK_NAMES, make  # noqa: E402
+from rsr.envs.tabletop import oracle, scenes  # noqa: E402
+
+SIZE = 128  # image height and width
+N_STATES = 20  # 5 per task
+MAX_EXPERT_STEPS = 45  # a state is reached after 0..MAX_EXPERT_STEPS expert steps from reset
+MIN_PIXELS = 50
+MIN_IOU = 0.9
+
+
+def _state_specs() -> list[tuple[str, str, int]]:
+  """(task, split, expert steps) of each state. Tasks cycle with period 4 and splits with period 7, so
+  every split occurs with several tasks."""
+  rng = np.random.default_rng(0)
+  return [(TASK_NAMES[i % len(TASK_NAMES)], SPLITS[i % len(SPLITS)], int(rng.integers(0, MAX_EXPERT_STEPS + 1)))
+          for i in range(N_STATES)]
+
+
+STATES = _state_specs()
+
+
+@pytest.fixture(scope="module")
+def geom_map_fn():
+  """geom_map_fn(task) -> jitted inner -> i32[SIZE, SIZE] front-camera geom ids of the JAX renderer."""
+  cache = {}
+
+  def get(task):
+    if task not in cache:
+      env = make(task, height=SIZE, width=SIZE)
+      cache[task] = (env, jax.jit(lambda inner: _front_geom_map(env, inner)))
+    return cache[task]
+
+  return get
+
+
+def _front_geom_map(env, inner):
+  """The JAX renderer's front-camera geom ids i32[H, W], through `env.render` with either signature:
+  `render(inner, cameras: tuple) -> (rgb[C, H, W, 3], gid[C, H, W])` or the older
+  `render(inner, camera: str) -> (rgb[H, W, 3], gid[H, W])`."""
+  try:
+    gid = env.render(inner, ("front",))[1]
+  except KeyError:  # the older signature looks the tuple up as one camera name
+    gid = env.render(inner, "front")[1]
+  return gid[0] if gid.ndim == 3 else gid
+
+
+def _gl_geom_map(m: mujoco.MjModel, d: mujoco.MjData) -> np.ndarray:
+  """i32[SIZE, SIZE] geom ids of MuJoCo's OpenGL segmentation of the front camera (-1: no geom)."""
+  try:
+    renderer = mujoco.Renderer(m, SIZE, SIZE)
+  except Exception as e:  # noqa: BLE001 (whatever the GL backend raises)
+    from mujoco.rendering.classic import gl_context
+    backend = getattr(getattr(gl_context, "GLContext", None), "__module__", "none")
+    pytest.fail(
+        f"cannot create MuJoCo's OpenGL renderer (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}, backend "
+        f"{backend}): {type(e).__name__}: {e}. This test needs headless EGL: install libegl1, "
+        "libegl-mesa0 and libgl1-mesa-dri, and make sure MUJOCO_GL=egl is set before mujoco is imported.")
+  try:
+    renderer.enable_segmentation_rendering()
+    renderer.update_scene(d, camera="front")
+    seg = renderer.render()  # [H, W, 2]: object id, object type (rows top first)
+  finally:
+    renderer.close()
+  return np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1).astype(np.int32)
+
+
+@pytest.mark.parametrize("index", range(N_STATES), ids=[f"{i}-{t}-{s}-{n}steps" for i, (t, s, n) in
+                                                        enumerate(STATES)])
+def test_geom_map_matches_opengl_segmentation(index, expert_sim, geom_map_fn):
+  task, split, n_steps = STATES[index]
+  sim = expert_sim(task)
+  k_scene, k_reset = jax.random.split(jax.random.PRNGKey(100 + index))
+  state = sim.reset(k_reset, scenes.sample(k_scene, split))
+  state, _, _ = sim.advance(state, sim.init(), n_steps)
+  env, geom_map = geom_map_fn(task)
+  jax_map = np.asarray(geom_map(state.inner))
+  m, d = oracle.to_mujoco(env, state.inner)
+  gl_map = _gl_geom_map(m, d)
+  assert jax_map.shape == gl_map.shape == (SIZE, SIZE)
+
+  ids = np.union1d(np.unique(jax_map), np.unique(gl_map))
+  ious, failures = {}, []
+  for g in ids[ids >= 0]:
+    a, b = gl_map == g, jax_map == g
+    if max(a.sum(), b.sum()) < MIN_PIXELS:
+      continue
+    name = m.geom(int(g)).name
+    ious[name] = float((a & b).sum() / (a | b).sum())
+    if ious[name] < MIN_IOU:
+      failures.append(f"{name} (geom {g}, type {mujoco.mjtGeom(int(m.geom_type[g])).name}): IoU "
+                      f"{ious[name]:.3f} ({a.sum()} px in OpenGL, {b.sum()} px in JAX)")
+  print(f"state {index} ({task}, {split}, {n_steps} steps): " +
+        ", ".join(f"{k} {v:.3f}" for k, v in sorted(ious.items())))
+  assert ious, f"state {index}: no geom covers {MIN_PIXELS} pixels"
+  assert not failures, (f"state {index} ({task}, split {split}, {n_steps} expert steps): geom maps of the "
+                        f"JAX renderer and MuJoCo's OpenGL differ (IoU < {MIN_IOU}): " + "; ".join(failures))
