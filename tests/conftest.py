@@ -1,8 +1,8 @@
 """Shared test fixtures.
 
 JIT compilation of an env's reset and step dominates the tests' run time (tens of seconds per task on a
-CPU), so the compiled functions of each task are built once per test session and shared by every test
-module that asks for them.
+2-core CPU), so each task's batched env is compiled once per session and shared by every module that
+asks for it: protocol, determinism, experts, the renderer oracle and the physics oracle.
 """
 
 from __future__ import annotations
@@ -18,55 +18,60 @@ from typing import Any, Callable  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from rsr import envs  # noqa: E402
+from rsr.envs.tabletop import scenes as scenes_lib  # noqa: E402
+from rsr.eval import rollout  # noqa: E402
+
+# One environment per split: every batch mixes all of them, which is itself part of what is tested.
+BATCH_SPLITS = tuple(scenes_lib.SPLITS)
 
 
 @dataclasses.dataclass(frozen=True)
-class ExpertSim:
-  """One task's physics env and its jitted functions, driven by the scripted expert without noise.
+class BatchedEnv:
+  """One task's env (16x16 images from both cameras) with jitted, vmapped functions."""
 
-  The env renders 1x1 shadowless images: its observations are not what the tests look at, and a bigger
-  image would only slow every step down. The states it produces (`State.inner`) are valid for any env of
-  the same task, whatever its image size.
-  """
+  env: Any
+  reset: Callable  # (keys[B], scenes[B]) -> State[B]
+  step: Callable  # (State[B], actions[B, 5]) -> State[B]
+  expert: Callable  # (carries[B], State[B], keys[B]) -> (carries[B], actions[B, 5]); no action noise
 
-  env: Any  # rsr.envs.tabletop.env.TabletopEnv
-  reset: Callable  # (key, scene) -> State
-  init: Callable  # () -> expert carry
-  # (state, carry, n) -> (state, carry, action): n expert control steps, each env.step(state,
-  # expert action); action is the last one taken (zeros when n == 0). n is traced: one compilation
-  # serves every n.
-  advance: Callable
+  def scenes(self, key: jax.Array):
+    """One scene of every split: a SceneParams batch of len(BATCH_SPLITS)."""
+    parts = [scenes_lib.sample(jax.random.fold_in(key, i), s) for i, s in enumerate(BATCH_SPLITS)]
+    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *parts)
 
+  def start(self, key: jax.Array):
+    """A fresh batch (one env per split) and the expert's initial carries."""
+    n = len(BATCH_SPLITS)
+    state = self.reset(jax.random.split(key, n), self.scenes(key))
+    return state, jax.tree_util.tree_map(lambda x: jnp.stack([x] * n), self.env.task.expert_init())
 
-def _build_expert_sim(task: str) -> ExpertSim:
-  from rsr.envs import make
-  from rsr.eval import rollout
-
-  env = make(task, height=1, width=1, shadows=False)
-  policy = rollout.expert_policy(env, noise=0.0)
-  key = jax.random.PRNGKey(0)  # unused with noise=0.0
-
-  def advance(state, carry, n):
-    def body(_, x):
-      s, c, _ = x
-      c, a = policy.act(c, s, key)
-      return env.step(s, a), c, a
-
-    action = jnp.zeros(env.action_spec().shape, jnp.float32)
-    return jax.lax.fori_loop(0, n, body, (state, carry, action))
-
-  return ExpertSim(env=env, reset=jax.jit(env.reset), init=jax.jit(policy.init), advance=jax.jit(advance))
+  def expert_step(self, state, carry):
+    """One control step of the expert in every env: (state, carry, action)."""
+    keys = jax.random.split(jax.random.PRNGKey(0), len(BATCH_SPLITS))  # unused without noise
+    carry, action = self.expert(carry, state, keys)
+    return self.step(state, action), carry, action
 
 
 @pytest.fixture(scope="session")
-def expert_sim() -> Callable[[str], ExpertSim]:
-  """expert_sim(task) -> ExpertSim, built (and compiled) once per task per session."""
-  cache: dict[str, ExpertSim] = {}
+def batched_env() -> Callable[[str], BatchedEnv]:
+  """batched_env(task) -> BatchedEnv, compiled once per task per session."""
+  cache: dict[str, BatchedEnv] = {}
 
-  def get(task: str) -> ExpertSim:
+  def get(task: str) -> BatchedEnv:
     if task not in cache:
-      cache[task] = _build_expert_sim(task)
+      env = envs.make(task, height=16, width=16, cameras=("front", "wrist"))
+      policy = rollout.expert_policy(env, noise=0.0)
+      cache[task] = BatchedEnv(env=env, reset=jax.jit(jax.vmap(env.reset)), step=jax.jit(jax.vmap(env.step)),
+                               expert=jax.jit(jax.vmap(policy.act)))
     return cache[task]
 
   return get
+
+
+def take(tree, i: int):
+  """Environment i of a batched pytree (as numpy)."""
+  return jax.tree_util.tree_map(lambda x: np.asarray(x[i]), tree)

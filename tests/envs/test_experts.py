@@ -9,23 +9,18 @@ import numpy as np
 import pytest
 
 from rsr.envs import TASK_NAMES
-from rsr.eval import rollout
-from tests.envs.conftest import BATCH_SPLITS
+from tests.conftest import BATCH_SPLITS
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
 def test_expert_succeeds_on_every_split(batched_env, task):
   be = batched_env(task)
   n = len(BATCH_SPLITS)
-  policy = rollout.expert_policy(be.env, noise=0.0)
-  act = jax.jit(jax.vmap(policy.act))
   key = jax.random.PRNGKey(11)
-  state = be.reset(jax.random.split(key, n), be.scenes(key))
-  carry = jax.vmap(lambda _: policy.init())(np.arange(n))
+  state, carry = be.start(key)
   succeeded = np.zeros(n, bool)
-  for t in range(be.env.horizon):
-    carry, action = act(carry, state, jax.random.split(jax.random.fold_in(key, t), n))
-    state = be.step(state, action)
+  for _ in range(be.env.horizon):
+    state, carry, _ = be.expert_step(state, carry)
     succeeded |= np.asarray(state.info["success"])
     if succeeded.all():
       break

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rsr.envs import TASK_NAMES
-from tests.envs.conftest import BATCH_SPLITS
+from tests.conftest import BATCH_SPLITS
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)

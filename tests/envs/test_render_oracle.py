@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from rsr.envs import SPLITS, TASK_NAMES, make  # noqa: E402
-from rsr.envs.tabletop import oracle, scenes  # noqa: E402
+from rsr.envs.tabletop import oracle  # noqa: E402
+from tests.conftest import BATCH_SPLITS, take  # noqa: E402
 
 SIZE = 128  # image height and width
 N_STATES = 20  # 5 per task
@@ -59,26 +60,27 @@ def geom_map_fn():
 
 
 def _front_geom_map(env, inner):
-  """The JAX renderer's front-camera geom ids i32[H, W], through `env.render` with either signature:
-  `render(inner, cameras: tuple) -> (rgb[C, H, W, 3], gid[C, H, W])` or the older
-  `render(inner, camera: str) -> (rgb[H, W, 3], gid[H, W])`."""
+  """The JAX renderer's front-camera geom ids i32[H, W] (`env.render` returns one map per camera)."""
+  return env.render(inner, ("front",))[1][0]
+
+
+def _gl_backend() -> str:
+  """The module of MuJoCo's GL context class, or why there is none."""
   try:
-    gid = env.render(inner, ("front",))[1]
-  except KeyError:  # the older signature looks the tuple up as one camera name
-    gid = env.render(inner, "front")[1]
-  return gid[0] if gid.ndim == 3 else gid
+    from mujoco.rendering.classic import gl_context
+    return getattr(getattr(gl_context, "GLContext", None), "__module__", "none")
+  except Exception as e:  # noqa: BLE001
+    return f"none ({type(e).__name__}: {e})"
 
 
 def _gl_geom_map(m: mujoco.MjModel, d: mujoco.MjData) -> np.ndarray:
   """i32[SIZE, SIZE] geom ids of MuJoCo's OpenGL segmentation of the front camera (-1: no geom)."""
   try:
     renderer = mujoco.Renderer(m, SIZE, SIZE)
-  except Exception as e:  # noqa: BLE001 (whatever the GL backend raises)
-    from mujoco.rendering.classic import gl_context
-    backend = getattr(getattr(gl_context, "GLContext", None), "__module__", "none")
+  except Exception as e:  # noqa: BLE001 (whatever the GL backend raises; no Renderer at all without one)
     pytest.fail(
-        f"cannot create MuJoCo's OpenGL renderer (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}, backend "
-        f"{backend}): {type(e).__name__}: {e}. This test needs headless EGL: install libegl1, "
+        f"cannot create MuJoCo's OpenGL renderer (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}, GL backend: "
+        f"{_gl_backend()}): {type(e).__name__}: {e}. This test needs headless EGL: install libegl1, "
         "libegl-mesa0 and libgl1-mesa-dri, and make sure MUJOCO_GL=egl is set before mujoco is imported.")
   try:
     renderer.enable_segmentation_rendering()
@@ -91,15 +93,16 @@ def _gl_geom_map(m: mujoco.MjModel, d: mujoco.MjData) -> np.ndarray:
 
 @pytest.mark.parametrize("index", range(N_STATES), ids=[f"{i}-{t}-{s}-{n}steps" for i, (t, s, n) in
                                                         enumerate(STATES)])
-def test_geom_map_matches_opengl_segmentation(index, expert_sim, geom_map_fn):
+def test_geom_map_matches_opengl_segmentation(index, batched_env, geom_map_fn):
   task, split, n_steps = STATES[index]
-  sim = expert_sim(task)
-  k_scene, k_reset = jax.random.split(jax.random.PRNGKey(100 + index))
-  state = sim.reset(k_reset, scenes.sample(k_scene, split))
-  state, _, _ = sim.advance(state, sim.init(), n_steps)
+  be = batched_env(task)  # shared compiled physics; its states render in an env of any image size
+  state, carry = be.start(jax.random.PRNGKey(100 + index))
+  for _ in range(n_steps):
+    state, carry, _ = be.expert_step(state, carry)
+  inner = take(state.inner, BATCH_SPLITS.index(split))
   env, geom_map = geom_map_fn(task)
-  jax_map = np.asarray(geom_map(state.inner))
-  m, d = oracle.to_mujoco(env, state.inner)
+  jax_map = np.asarray(geom_map(inner))
+  m, d = oracle.to_mujoco(env, inner)
   gl_map = _gl_geom_map(m, d)
   assert jax_map.shape == gl_map.shape == (SIZE, SIZE)
 

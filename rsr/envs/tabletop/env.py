@@ -88,6 +88,9 @@ class TabletopEnv(core.Env):
     cubes = ["cube_a"] + (["cube_b"] if task.layout.cube_b else [])
     self._cube_qadr = [int(m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, c)]) for c in cubes]
     self._mocap = {m.body(b).name: int(m.body_mocapid[b]) for b in range(m.nbody) if m.body_mocapid[b] >= 0}
+    self._mocap_pos0 = np.zeros((len(self._mocap), 3), np.float32)  # the MJCF's poses, by mocap id
+    for name, j in self._mocap.items():
+      self._mocap_pos0[j] = m.body(name).pos
     self._template = mjx.make_data(self.mx, impl="jax")
     self._qpos0 = np.array(m.key_qpos[0], np.float32)
     self._front_mat = mjcf.look_at(mjcf.FRONT_CAM_POS, mjcf.FRONT_CAM_TARGET)
@@ -153,8 +156,7 @@ class TabletopEnv(core.Env):
       qpos = qpos.at[adr:adr + 3].set(jnp.array([init.cube_xy[i, 0], init.cube_xy[i, 1], half]))
       qpos = qpos.at[adr + 3:adr + 7].set(quat)
 
-    mocap_pos = jnp.asarray(self.mj_model.body_pos[self.mj_model.body_mocapid >= 0][
-        np.argsort(self.mj_model.body_mocapid[self.mj_model.body_mocapid >= 0])], jnp.float32)
+    mocap_pos = jnp.asarray(self._mocap_pos0)
     mocap_quat = jnp.tile(jnp.array([1.0, 0.0, 0.0, 0.0]), (len(self._mocap), 1))
     if "marker" in self._mocap:
       mocap_pos = mocap_pos.at[self._mocap["marker"]].set(init.goal)

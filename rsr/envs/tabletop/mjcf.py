@@ -29,7 +29,7 @@ SIM_DT = 0.01  # s: physics step; CONTROL_DT / SIM_DT substeps per action.
 N_SUBSTEPS = int(round(CONTROL_DT / SIM_DT))
 
 # Gripper geometry (metres). TCP = gripper body origin, at the height of the finger pads' centre.
-FINGER_HALF = (0.018, 0.006, 0.024)  # x (paddle width), y (thickness), z
+FINGER_HALF = (0.028, 0.006, 0.024)  # x (paddle half width: wider than a cube), y (thickness), z
 FINGER_CENTER_Z = 0.008
 FINGER_OPEN = 0.05  # inner-face distance from the centre line when fully open
 PALM_HALF = (0.022, 0.065, 0.012)
@@ -38,6 +38,7 @@ ARM_RADIUS = 0.018
 
 # Default object sizes; scenes override them (as data) within small ranges.
 CUBE_HALF = 0.02
+SLIDE_FRICTION = 0.5  # cubes on the table, container, distractors and each other
 MARKER_RADIUS = 0.018
 CONTAINER_HALF = 0.075  # inner half width of the container's base
 CONTAINER_WALL = 0.006  # half thickness of the walls
@@ -103,8 +104,12 @@ def build_mjcf(layout: SceneLayout) -> str:
   """Returns the MJCF XML of a tabletop scene with the given optional objects."""
   cam_rot = look_at(FRONT_CAM_POS, FRONT_CAM_TARGET)
   fh, fz = FINGER_HALF, FINGER_CENTER_Z
+  # MuJoCo takes the larger friction of a contact's two geoms: fingers grip at 1.5, while cubes slide on
+  # the table, the container and each other at 0.5. (At 1.0 a cube pushed over its whole face is right at
+  # the tipping threshold, mu * h / 2 = w / 2, and a push becomes chaotic.)
   finger_fric = 'friction="1.5 0.005 0.0001"'
-  cube_fric = 'friction="1.0 0.005 0.0001"'
+  cube_fric = f'friction="{SLIDE_FRICTION} 0.005 0.0001"'
+  static_fric = f'friction="{SLIDE_FRICTION} 0.005 0.0001"'
 
   gripper = f"""
     <body name="gripper" pos="0 0 0" gravcomp="1">
@@ -162,8 +167,8 @@ def build_mjcf(layout: SceneLayout) -> str:
         ("container_wall_3", (c, w, wall_h), (0, -c - w, 2 * bz + wall_h)),
     ]
     geoms = [_geom("container_base", "box", (c + 2 * w, c + 2 * w, bz), (0, 0, bz), _STATIC,
-                   (0.9, 0.9, 0.9, 1))]
-    geoms += [_geom(n, "box", s, p, _STATIC, (0.9, 0.9, 0.9, 1)) for n, s, p in walls]
+                   (0.9, 0.9, 0.9, 1), static_fric)]
+    geoms += [_geom(n, "box", s, p, _STATIC, (0.9, 0.9, 0.9, 1), static_fric) for n, s, p in walls]
     bodies.append(f"""
     <body name="container" mocap="true" pos="-0.1 0.1 0">
       {"".join(geoms)}
@@ -175,7 +180,7 @@ def build_mjcf(layout: SceneLayout) -> str:
     size = size[: n_size[gtype]]
     bodies.append(f"""
     <body name="distractor_{i}" mocap="true" pos="{5 + i} 5 0.03">
-      {_geom(f"distractor_{i}", gtype, size, (0, 0, 0), _STATIC, (0.5, 0.5, 0.5, 1))}
+      {_geom(f"distractor_{i}", gtype, size, (0, 0, 0), _STATIC, (0.5, 0.5, 0.5, 1), static_fric)}
     </body>""")
 
   actuators = f"""
@@ -204,7 +209,7 @@ def build_mjcf(layout: SceneLayout) -> str:
   </asset>
   <worldbody>
     <light name="sun" directional="true" pos="0 0 2" dir="-0.3 0.2 -1"/>
-    {_geom("table", "plane", (TABLE_HALF, TABLE_HALF, 0.01), (0, 0, 0), _STATIC, (0.6, 0.45, 0.3, 1))}
+    {_geom("table", "plane", (TABLE_HALF, TABLE_HALF, 0.01), (0, 0, 0), _STATIC, (0.6, 0.45, 0.3, 1), static_fric)}
     {_geom("floor", "plane", (4, 4, 0.01), (0, 0, -0.75), _VISUAL, (0.35, 0.35, 0.38, 1))}
     <camera name="front" pos="{_fmt(FRONT_CAM_POS)}" xyaxes="{_fmt(cam_rot[:, 0])} {_fmt(cam_rot[:, 1])}" fovy="{FRONT_CAM_FOVY}"/>
     {"".join(bodies)}

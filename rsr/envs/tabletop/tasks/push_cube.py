@@ -15,6 +15,7 @@ PUSH_Z = 0.018  # TCP height while pushing: finger tips just above the table
 PADDLE_HALF = 2 * mjcf.FINGER_HALF[1]
 
 ALIGN, LOWER, PUSH = range(3)
+PUSH_SPEED = 0.4  # action units while in contact (1.6 cm per step): a gentle push keeps the cube flat
 
 
 class PushCube(base.Task):
@@ -67,6 +68,19 @@ class PushCube(base.Task):
     target = jnp.stack([hover, behind, finish])[phase]
     gain = jnp.where(phase == PUSH, 0.6, 1.5)
     action = base.move_to(view, target, jnp.where(phase == PUSH, view.yaw, yaw), 1.0, gain=gain)
+    speed = jnp.max(jnp.abs(action[:3]))
+    action = action.at[:3].multiply(jnp.where(phase == PUSH, jnp.minimum(1.0, PUSH_SPEED / jnp.maximum(speed, 1e-6)), 1.0))
+    # Leaving the cube (to realign, or once it is on the target, where the push direction means nothing)
+    # goes back away from it at table height first, then straight up: a paddle dragged up or sideways
+    # along a cube's face flips it.
+    arrived = jnp.linalg.norm(view.goal[:2] - cube[:2]) < 0.6 * GOAL_THRESHOLD
+    leaving = ((phase == ALIGN) & (view.tcp[2] < base.HOVER - 0.02)) | arrived
+    away = view.tcp[:2] - cube[:2]
+    gap = jnp.linalg.norm(away)
+    back = jnp.concatenate([away / jnp.maximum(gap, 1e-6) * 0.5, jnp.zeros(2), jnp.ones(1)])
+    up = jnp.array([0.0, 0.0, 1.0, 0.0, 1.0])
+    clear = gap > view.cube_half[0] * jnp.sqrt(2.0) + PADDLE_HALF + 0.02
+    action = jnp.where(leaving, jnp.where(clear, up, back), action)
 
     rel = cube[:2] - view.tcp[:2]
     lateral = jnp.abs(rel[0] * direction[1] - rel[1] * direction[0])
@@ -78,7 +92,7 @@ class PushCube(base.Task):
          jnp.abs(view.tcp[2] - PUSH_Z) < 0.006],
         False)
     # Realign when the cube has slid off the paddle's line or the paddle is no longer behind it.
-    lost = (phase == PUSH) & ((lateral > 0.014) | (ahead < 0.0)) & (carry.timer >= 1)
+    lost = (phase == PUSH) & ((lateral > 0.01) | (ahead < 0.0)) & (carry.timer >= 1)
     carry = base.advance(carry, done_phase)
     carry = base.advance(carry, lost, jnp.asarray(ALIGN))
     return carry, action
