@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from absl import app
+
+# On a machine without TPUs, jax logs at INFO that it could not load libtpu; binaries run at absl's INFO
+# level, so the line would greet every user. It is not news: keep jax's backend probing quiet.
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

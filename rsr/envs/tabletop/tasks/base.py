@@ -207,3 +207,30 @@ class Staged:
   move: float = 2.0
   place: float = 1.0
   success: float = 5.0
+
+
+def staged_pick_reward(view: SimView, target: jax.Array, placed: jax.Array, success: jax.Array) -> jax.Array:
+  """reach cube_a, grasp it, move it to `target`, place it (`placed`), succeed; f32[].
+
+  A placed cube keeps the grasp and move stages' credit after it is released, so letting go of a
+  well-placed cube never lowers the reward.
+  """
+  w = Staged()
+  cube = view.cube_pos[0]
+  placed = placed.astype(jnp.float32)
+  reach = 1.0 - jnp.tanh(10.0 * jnp.linalg.norm(view.tcp - cube))
+  grasped = is_grasped(view).astype(jnp.float32)
+  move = grasped * (1.0 - jnp.tanh(5.0 * jnp.linalg.norm(cube - target)))
+  return (w.reach * reach + w.grasp * jnp.maximum(grasped, placed) + w.move * jnp.maximum(move, placed)
+          + w.place * placed + w.success * success.astype(jnp.float32))
+
+
+def start_tcp(key: jax.Array) -> jax.Array:
+  """Initial gripper position f32[3]: above the middle of the table."""
+  xy = jax.random.uniform(key, (2,), minval=-0.08, maxval=0.08)
+  return jnp.concatenate([xy, jnp.array([0.18])])
+
+
+def random_yaws(key: jax.Array) -> jax.Array:
+  """Initial yaw of both cubes, f32[2]."""
+  return jax.random.uniform(key, (2,), minval=-jnp.pi, maxval=jnp.pi)

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 
 from rsr.envs.tabletop import mjcf
 from rsr.envs.tabletop.tasks import base
-from rsr.envs.tabletop.tasks.pick_cube import _start_tcp
 
 
 class PlaceCube(base.Task):
@@ -22,9 +21,8 @@ class PlaceCube(base.Task):
     k_xy, k_yaw, k_tcp = jax.random.split(key, 3)
     # The cube must start outside the container: centres at least its outer half + a cube apart.
     xy = base.sample_separated(k_xy, 2, layout_half, mjcf.CONTAINER_HALF + 2 * mjcf.CONTAINER_WALL + 0.045)
-    return base.Init(cube_xy=jnp.stack([xy[0], xy[0]]),
-                     cube_yaw=jax.random.uniform(k_yaw, (2,), minval=-jnp.pi, maxval=jnp.pi),
-                     goal=jnp.concatenate([xy[1], jnp.zeros(1)]), tcp=_start_tcp(k_tcp))
+    return base.Init(cube_xy=jnp.stack([xy[0], xy[0]]), cube_yaw=base.random_yaws(k_yaw),
+                     goal=jnp.concatenate([xy[1], jnp.zeros(1)]), tcp=base.start_tcp(k_tcp))
 
   def _inside(self, view):
     rel = view.cube_pos[0] - view.goal
@@ -36,17 +34,8 @@ class PlaceCube(base.Task):
     return self._inside(view) & base.is_released(view)
 
   def reward(self, view):
-    w = base.Staged()
-    cube = view.cube_pos[0]
-    reach = 1.0 - jnp.tanh(10.0 * jnp.linalg.norm(view.tcp - cube))
-    grasped = base.is_grasped(view).astype(jnp.float32)
     above = view.goal + jnp.array([0.0, 0.0, 0.06])
-    move = grasped * (1.0 - jnp.tanh(5.0 * jnp.linalg.norm(cube - above)))
-    place = self._inside(view).astype(jnp.float32)
-    moved = jnp.maximum(move, place)  # a placed cube keeps the move stage's credit after release
-    success = self.success(view).astype(jnp.float32)
-    return w.reach * reach + w.grasp * jnp.maximum(grasped, place) + w.move * moved + w.place * place \
-        + w.success * success
+    return base.staged_pick_reward(view, above, self._inside(view), self.success(view))
 
   def expert_act(self, carry, view):
     place_at = view.goal + jnp.array([0.0, 0.0, 2 * mjcf.CONTAINER_BASE_HALF_Z + view.cube_half[0] + 0.006])

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 
 from rsr.envs.tabletop import mjcf
 from rsr.envs.tabletop.tasks import base
-from rsr.envs.tabletop.tasks.pick_cube import _start_tcp
 
 GOAL_THRESHOLD = 0.025  # m between cube and target centres, in the table plane
 PUSH_Z = 0.018  # TCP height while pushing: finger tips just above the table
@@ -32,9 +31,8 @@ class PushCube(base.Task):
     angle = jax.random.uniform(k_dir, (), minval=-jnp.pi, maxval=jnp.pi)
     dist = jax.random.uniform(k_dist, (), minval=0.08, maxval=0.14)
     goal = jnp.clip(cube + dist * jnp.array([jnp.cos(angle), jnp.sin(angle)]), -0.2, 0.2)
-    return base.Init(cube_xy=jnp.stack([cube, cube]),
-                     cube_yaw=jax.random.uniform(k_yaw, (2,), minval=-jnp.pi, maxval=jnp.pi),
-                     goal=jnp.concatenate([goal, jnp.array([0.001])]), tcp=_start_tcp(k_tcp))
+    return base.Init(cube_xy=jnp.stack([cube, cube]), cube_yaw=base.random_yaws(k_yaw),
+                     goal=jnp.concatenate([goal, jnp.array([0.001])]), tcp=base.start_tcp(k_tcp))
 
   def success(self, view):
     return jnp.linalg.norm(view.cube_pos[0, :2] - view.goal[:2]) < GOAL_THRESHOLD

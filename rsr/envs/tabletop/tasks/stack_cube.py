@@ -7,7 +7,6 @@ import jax.numpy as jnp
 
 from rsr.envs.tabletop import mjcf
 from rsr.envs.tabletop.tasks import base
-from rsr.envs.tabletop.tasks.pick_cube import _start_tcp
 
 
 class StackCube(base.Task):
@@ -21,8 +20,8 @@ class StackCube(base.Task):
   def sample_init(self, key, layout_half):
     k_xy, k_yaw, k_tcp = jax.random.split(key, 3)
     xy = base.sample_separated(k_xy, 2, layout_half, 0.09)
-    return base.Init(cube_xy=xy, cube_yaw=jax.random.uniform(k_yaw, (2,), minval=-jnp.pi, maxval=jnp.pi),
-                     goal=jnp.zeros(3), tcp=_start_tcp(k_tcp))
+    return base.Init(cube_xy=xy, cube_yaw=base.random_yaws(k_yaw), goal=jnp.zeros(3),
+                     tcp=base.start_tcp(k_tcp))
 
   def _stacked(self, view):
     rel = view.cube_pos[0] - view.cube_pos[1]
@@ -33,16 +32,8 @@ class StackCube(base.Task):
     return self._stacked(view) & base.is_released(view)
 
   def reward(self, view):
-    w = base.Staged()
-    cube = view.cube_pos[0]
-    reach = 1.0 - jnp.tanh(10.0 * jnp.linalg.norm(view.tcp - cube))
-    grasped = base.is_grasped(view).astype(jnp.float32)
     above = view.cube_pos[1] + jnp.array([0.0, 0.0, 1.0]) * (view.cube_half[0] + view.cube_half[1])
-    move = grasped * (1.0 - jnp.tanh(5.0 * jnp.linalg.norm(cube - above)))
-    place = self._stacked(view).astype(jnp.float32)
-    success = self.success(view).astype(jnp.float32)
-    return w.reach * reach + w.grasp * jnp.maximum(grasped, place) + w.move * jnp.maximum(move, place) \
-        + w.place * place + w.success * success
+    return base.staged_pick_reward(view, above, self._stacked(view), self.success(view))
 
   def expert_act(self, carry, view):
     place_at = view.cube_pos[1] + jnp.array([0.0, 0.0, 1.0]) * (view.cube_half[0] + view.cube_half[1] + 0.004)
