@@ -82,7 +82,7 @@ def main(argv):
 
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
-  media.atomic_write(os.path.join(workdir, "config.json"), lambda p: open(p, "w").write(c.to_json_best_effort(indent=2)))
+  media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   splits = list(SPLITS)
   zoom = max(1, 128 // c.image_size)
   results, firsts, written = [], {}, []
@@ -111,10 +111,9 @@ def main(argv):
   sheet = media.grid([[media.label(firsts[(t, s)], f"{s} {t}") for t in tasks] for s in splits])
   written.append(media.write_png(os.path.join(workdir, "contact_sheet.png"), sheet))
   md = ev.table(results)
-  written.append(media.atomic_write(os.path.join(workdir, "tables", "sim_success.md"),
-                                    lambda p: open(p, "w").write(
-                                        f"Expert success % [95% interval], {c.episodes_per_split} episodes "
-                                        f"per cell, preset {c.preset}\n\n{md}\n")))
+  written.append(media.write_text(
+      os.path.join(workdir, "tables", "sim_success.md"),
+      f"Expert success % [95% interval], {c.episodes_per_split} episodes per cell, preset {c.preset}\n\n{md}\n"))
   written.append(media.write_json(os.path.join(workdir, "tables", "sim_success.json"),
                                   [r.as_dict() for r in results]))
   print(f"\nScripted-expert success (%), {c.episodes_per_split} episodes per task and split "

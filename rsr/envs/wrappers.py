@@ -27,6 +27,8 @@ class Wrapper(core.Env):
 
   def __getattr__(self, name):
     # Reached only for attributes the wrapper lacks: expose the wrapped env's (task, horizon, ...).
+    if name == "env":  # not set yet (e.g. while copying): no recursion
+      raise AttributeError(name)
     return getattr(self.env, name)
 
 

@@ -26,6 +26,13 @@ def atomic_write(path: str, write_fn, suffix: str = "") -> str:
   return path
 
 
+def write_text(path: str, text: str) -> str:
+  def write(tmp):
+    with open(tmp, "w") as f:
+      f.write(text)
+  return atomic_write(path, write)
+
+
 def write_json(path: str, obj) -> str:
   def write(tmp):
     with open(tmp, "w") as f:
