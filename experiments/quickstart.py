@@ -105,7 +105,7 @@ def main(argv):
     cols = [(s, j) for s in ("id", "ood_all") for j in range(c.video_episodes)]
     idx = [splits.index(s) * per + j for s, j in cols]
     video = [media.grid([[media.label(media.upscale(frames[t, n], zoom), f"{s} #{j}") for (s, j), n in
-                          zip(cols, idx)]]) for t in range(frames.shape[0])]
+                          zip(cols, idx, strict=True)]]) for t in range(frames.shape[0])]
     written.append(media.write_gif(os.path.join(workdir, "videos", f"{task}.gif"), np.stack(video)))
 
   sheet = media.grid([[media.label(firsts[(t, s)], f"{s} {t}") for t in tasks] for s in splits])

@@ -24,7 +24,7 @@ def test_expert_succeeds_on_every_split(batched_env, task):
     succeeded |= np.asarray(state.info["success"])
     if succeeded.all():
       break
-  failed = [s for s, ok in zip(BATCH_SPLITS, succeeded) if not ok]
+  failed = [s for s, ok in zip(BATCH_SPLITS, succeeded, strict=True) if not ok]
   assert not failed, f"{task}: the expert failed on {failed} within {be.env.horizon} steps"
   # Success is not free: the first observation of a fresh episode is never a success.
   assert not np.asarray(be.reset(jax.random.split(key, n), be.scenes(key)).info["success"]).any()

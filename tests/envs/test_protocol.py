@@ -52,7 +52,7 @@ def test_same_key_and_scene_give_bit_identical_frames(batched_env, task):
 
   frames_a, qpos_a = run()
   frames_b, qpos_b = run()
-  for a, b in zip(frames_a, frames_b):
+  for a, b in zip(frames_a, frames_b, strict=True):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(qpos_a, qpos_b)
   # A different key gives a different episode (the check above is not vacuous).

@@ -100,5 +100,5 @@ def test_unknown_split_lists_valid_ones():
 def test_sampling_is_deterministic():
   a = S.sample_batch(jax.random.PRNGKey(3), "ood_all", 8)
   b = S.sample_batch(jax.random.PRNGKey(3), "ood_all", 8)
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)

@@ -242,7 +242,7 @@ class TabletopEnv(core.Env):
     obs = {}
     if self.config.cameras:
       rgb, _ = self.render(inner, self.config.cameras)
-      for cam, image in zip(self.config.cameras, rgb):
+      for cam, image in zip(self.config.cameras, rgb, strict=True):
         obs["rgb" if cam == "front" else f"rgb_{cam}"] = image
     obs["task"] = jnp.asarray(self.task.task_id, jnp.int32)
     obs["state"] = privileged_state(view)

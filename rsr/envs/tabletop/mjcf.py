@@ -176,7 +176,7 @@ def build_mjcf(layout: SceneLayout) -> str:
   # Distractors: static (mocap) objects of three fixed shapes; a scene places them on the table or
   # parks them far outside every camera's view. Their sizes and colours are scene data.
   n_size = {"box": 3, "sphere": 1, "capsule": 2}
-  for i, (gtype, size) in enumerate(zip(DISTRACTOR_TYPES, DISTRACTOR_MAX_SIZE)):
+  for i, (gtype, size) in enumerate(zip(DISTRACTOR_TYPES, DISTRACTOR_MAX_SIZE, strict=True)):
     size = size[: n_size[gtype]]
     bodies.append(f"""
     <body name="distractor_{i}" mocap="true" pos="{5 + i} 5 0.03">
