@@ -63,7 +63,7 @@ def run_task(task: str, c, splits) -> dict:
   run = jax.jit(lambda k, s: rollout_lib.rollout(env, policy, k, s, env.horizon, record=True))
   ep = jax.device_get(run(jax.random.fold_in(key, 1000), scenes))
   return {"frames": ep.frames, "success": ep.success.reshape(len(splits), per),
-          "length": ep.length.reshape(len(splits), per)}
+          "length": ep.length.reshape(len(splits), per), "return": ep.ret.reshape(len(splits), per)}
 
 
 def main(argv):
@@ -77,7 +77,6 @@ def main(argv):
 
   from rsr.envs import SPLITS
   from rsr.eval import evaluate as ev
-  from rsr.eval import stats
   from rsr.utils import media
 
   workdir = os.path.abspath(_WORKDIR.value)
@@ -96,10 +95,7 @@ def main(argv):
       frames = np.concatenate([frames, out["frames"]["rgb_wrist"]], axis=-2)
     per = c.episodes_per_split
     for i, split in enumerate(splits):
-      k = int(out["success"][i].sum())
-      results.append(ev.CellResult(task=task, split=split, episodes=per, successes=k, success_rate=k / per,
-                                   ci95=stats.wilson_interval(k, per),
-                                   mean_length=float(out["length"][i].mean()), mean_return=float("nan")))
+      results.append(ev.cell_result(task, split, out["success"][i], out["length"][i], out["return"][i]))
       firsts[(task, split)] = media.upscale(frames[0, i * per], zoom)
     # Video: `id` episodes on the left, `ood_all` on the right.
     cols = [(s, j) for s in ("id", "ood_all") for j in range(c.video_episodes)]

@@ -1,8 +1,8 @@
 """Success rates of a policy in the real simulator, per task and split, with 95% confidence intervals.
 
 Episodes run in fixed-size batches through one compiled rollout per task (every split reuses it: scenes
-are data). Scenes and episode randomness derive from (seed, task, split), so a result is reproducible
-and the same episodes are drawn whatever the batch size.
+are data). Scenes and episode randomness derive from (seed, task, split, batch size), so a result is
+reproducible.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ class CellResult:
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+
+def cell_result(task: str, split: str, success: np.ndarray, length: np.ndarray, ret: np.ndarray) -> CellResult:
+  """Summarises the episodes of one task x split: success bool[N], length i32[N], return f32[N]."""
+  n, k = len(success), int(np.sum(success))
+  return CellResult(task=task, split=split, episodes=n, successes=k, success_rate=k / n,
+                    ci95=stats.wilson_interval(k, n), mean_length=float(np.mean(length)),
+                    mean_return=float(np.mean(ret)))
 
 
 def check_policy(policy: str) -> str:
@@ -92,12 +100,7 @@ class TaskEvaluator:
       ret.append(ep.ret[:take])
       if on_batch:
         on_batch(take)
-    s = np.concatenate(success)
-    n_succ = int(s.sum())
-    return CellResult(task=self.task, split=split, episodes=episodes, successes=n_succ,
-                      success_rate=n_succ / episodes, ci95=stats.wilson_interval(n_succ, episodes),
-                      mean_length=float(np.concatenate(length).mean()),
-                      mean_return=float(np.concatenate(ret).mean()))
+    return cell_result(self.task, split, np.concatenate(success), np.concatenate(length), np.concatenate(ret))
 
 
 def evaluate(tasks: list[str], splits: list[str], episodes: int, seed: int = 0, noise: float = 0.0,

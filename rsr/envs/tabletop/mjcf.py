@@ -108,8 +108,7 @@ def build_mjcf(layout: SceneLayout) -> str:
   # the table, the container and each other at 0.5. (At 1.0 a cube pushed over its whole face is right at
   # the tipping threshold, mu * h / 2 = w / 2, and a push becomes chaotic.)
   finger_fric = 'friction="1.5 0.005 0.0001"'
-  cube_fric = f'friction="{SLIDE_FRICTION} 0.005 0.0001"'
-  static_fric = f'friction="{SLIDE_FRICTION} 0.005 0.0001"'
+  slide_fric = f'friction="{SLIDE_FRICTION} 0.005 0.0001"'
 
   gripper = f"""
     <body name="gripper" pos="0 0 0" gravcomp="1">
@@ -139,7 +138,7 @@ def build_mjcf(layout: SceneLayout) -> str:
     <body name="{name}" pos="{x} 0 {CUBE_HALF}">
       <freejoint name="{name}"/>
       <inertial pos="0 0 0" mass="0.05" diaginertia="1.3e-5 1.3e-5 1.3e-5"/>
-      {_geom(name, "box", [CUBE_HALF] * 3, (0, 0, 0), _CUBE, rgba, cube_fric)}
+      {_geom(name, "box", [CUBE_HALF] * 3, (0, 0, 0), _CUBE, rgba, slide_fric)}
     </body>"""
 
   bodies = [gripper, cube("cube_a", (0.8, 0.1, 0.1, 1), 0.0)]
@@ -167,8 +166,8 @@ def build_mjcf(layout: SceneLayout) -> str:
         ("container_wall_3", (c, w, wall_h), (0, -c - w, 2 * bz + wall_h)),
     ]
     geoms = [_geom("container_base", "box", (c + 2 * w, c + 2 * w, bz), (0, 0, bz), _STATIC,
-                   (0.9, 0.9, 0.9, 1), static_fric)]
-    geoms += [_geom(n, "box", s, p, _STATIC, (0.9, 0.9, 0.9, 1), static_fric) for n, s, p in walls]
+                   (0.9, 0.9, 0.9, 1), slide_fric)]
+    geoms += [_geom(n, "box", s, p, _STATIC, (0.9, 0.9, 0.9, 1), slide_fric) for n, s, p in walls]
     bodies.append(f"""
     <body name="container" mocap="true" pos="-0.1 0.1 0">
       {"".join(geoms)}
@@ -180,7 +179,7 @@ def build_mjcf(layout: SceneLayout) -> str:
     size = size[: n_size[gtype]]
     bodies.append(f"""
     <body name="distractor_{i}" mocap="true" pos="{5 + i} 5 0.03">
-      {_geom(f"distractor_{i}", gtype, size, (0, 0, 0), _STATIC, (0.5, 0.5, 0.5, 1), static_fric)}
+      {_geom(f"distractor_{i}", gtype, size, (0, 0, 0), _STATIC, (0.5, 0.5, 0.5, 1), slide_fric)}
     </body>""")
 
   actuators = f"""
@@ -209,7 +208,7 @@ def build_mjcf(layout: SceneLayout) -> str:
   </asset>
   <worldbody>
     <light name="sun" directional="true" pos="0 0 2" dir="-0.3 0.2 -1"/>
-    {_geom("table", "plane", (TABLE_HALF, TABLE_HALF, 0.01), (0, 0, 0), _STATIC, (0.6, 0.45, 0.3, 1), static_fric)}
+    {_geom("table", "plane", (TABLE_HALF, TABLE_HALF, 0.01), (0, 0, 0), _STATIC, (0.6, 0.45, 0.3, 1), slide_fric)}
     {_geom("floor", "plane", (4, 4, 0.01), (0, 0, -0.75), _VISUAL, (0.35, 0.35, 0.38, 1))}
     <camera name="front" pos="{_fmt(FRONT_CAM_POS)}" xyaxes="{_fmt(cam_rot[:, 0])} {_fmt(cam_rot[:, 1])}" fovy="{FRONT_CAM_FOVY}"/>
     {"".join(bodies)}

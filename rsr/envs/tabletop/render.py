@@ -7,7 +7,7 @@ is a procedural texture of the hit point; every other geom's albedo comes from t
 
 Camera model: MuJoCo's pinhole camera (looks along -z of its frame, +y up, vertical field of view
 `fovy`), pixel centres at half-integer offsets, row 0 at the top of the image, as in MuJoCo's own
-renderer after its vertical flip. `tests/envs/test_render.py` holds it to MuJoCo's OpenGL segmentation.
+renderer after its vertical flip. `tests/envs/test_render_oracle.py` holds it to MuJoCo's OpenGL segmentation.
 """
 
 from __future__ import annotations

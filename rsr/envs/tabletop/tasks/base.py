@@ -95,11 +95,14 @@ def is_released(view: SimView, i: int = 0) -> jax.Array:
 
 
 def move_to(view: SimView, target: jax.Array, yaw: jax.Array, grip: jax.Array,
-            gain: float = 1.0) -> jax.Array:
-  """Proportional controller: the action that moves the TCP towards target (f32[5])."""
+            gain: float = 1.0, max_speed: float | jax.Array = 1.0) -> jax.Array:
+  """Proportional controller: the action that moves the TCP towards target (f32[5]).
+
+  No position component exceeds max_speed action units (1 = MAX_DELTA_POS per step).
+  """
   dpos = (target - view.tcp) / MAX_DELTA_POS * gain
   # Scale the whole vector (not each axis) so the TCP moves in a straight line.
-  dpos = dpos / jnp.maximum(1.0, jnp.max(jnp.abs(dpos)))
+  dpos = dpos / jnp.maximum(1.0, jnp.max(jnp.abs(dpos)) / max_speed)
   dyaw = jnp.clip(wrap_angle(yaw - view.yaw) / MAX_DELTA_YAW, -1.0, 1.0)
   return jnp.concatenate([dpos, dyaw[None], jnp.asarray(grip, jnp.float32)[None]])
 

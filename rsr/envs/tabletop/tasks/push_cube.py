@@ -65,9 +65,8 @@ class PushCube(base.Task):
     phase = carry.phase
     target = jnp.stack([hover, behind, finish])[phase]
     gain = jnp.where(phase == PUSH, 0.6, 1.5)
-    action = base.move_to(view, target, jnp.where(phase == PUSH, view.yaw, yaw), 1.0, gain=gain)
-    speed = jnp.max(jnp.abs(action[:3]))
-    action = action.at[:3].multiply(jnp.where(phase == PUSH, jnp.minimum(1.0, PUSH_SPEED / jnp.maximum(speed, 1e-6)), 1.0))
+    action = base.move_to(view, target, jnp.where(phase == PUSH, view.yaw, yaw), 1.0, gain=gain,
+                          max_speed=jnp.where(phase == PUSH, PUSH_SPEED, 1.0))
     # Leaving the cube (to realign, or once it is on the target, where the push direction means nothing)
     # goes back away from it at table height first, then straight up: a paddle dragged up or sideways
     # along a cube's face flips it.
