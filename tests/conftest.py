@@ -2,7 +2,8 @@
 
 JIT compilation of an env's reset and step dominates the tests' run time (tens of seconds per task on a
 2-core CPU), so each task's batched env is compiled once per session and shared by every module that
-asks for it: protocol, determinism, experts, the renderer oracle and the physics oracle.
+asks for it: protocol, determinism, experts, the renderer oracle and the physics oracle. Likewise one
+tiny dataset is collected per session (`tiny_dataset`) for the data-pipeline and binary tests.
 """
 
 from __future__ import annotations
@@ -75,3 +76,24 @@ def batched_env() -> Callable[[str], BatchedEnv]:
 def take(tree, i: int):
   """Environment i of a batched pytree (as numpy)."""
   return jax.tree_util.tree_map(lambda x: np.asarray(x[i]), tree)
+
+
+def tiny_collect_config():
+  """The tiny collection preset for push_cube: train 6, val 2 and a held-out ood_color split of 2."""
+  from experiments.configs import collect as collect_configs
+
+  c = collect_configs.get_config("tiny")
+  c.tasks = "push_cube"
+  c.ood_splits = ("ood_color",)
+  c.ood_episodes = 2
+  return c
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> str:
+  """A published tiny collection; returns its collect workdir. Tests must not modify it (copy it)."""
+  from data_pipelines import collect
+
+  workdir = tmp_path_factory.mktemp("tiny_collect")
+  collect.collect(tiny_collect_config(), str(workdir), progress=False)
+  return str(workdir)

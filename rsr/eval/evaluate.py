@@ -64,7 +64,9 @@ def expand(value: str, valid: Iterable[str], what: str) -> list[str]:
   return names
 
 
-def _stream_key(seed: int, *names: str) -> jax.Array:
+def stream_key(seed: int, *names: str) -> jax.Array:
+  """A PRNG key for a named stream (task, split, ...): streams never share randomness, whatever order
+  they run in."""
   key = jax.random.PRNGKey(seed)
   for n in names:
     key = jax.random.fold_in(key, zlib.crc32(n.encode()) & 0x7FFFFFFF)
@@ -87,7 +89,7 @@ class TaskEvaluator:
     scenes_lib.check_split(split)
     if episodes <= 0:
       raise ValueError(f"episodes must be positive, got {episodes}")
-    key = _stream_key(seed, self.task, split)
+    key = stream_key(seed, self.task, split)
     success, length, ret = [], [], []
     for start in range(0, episodes, self.batch_size):
       k = jax.random.fold_in(key, start)

@@ -12,11 +12,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str, write_fn, suffix: str = "") -> str:
   """Calls write_fn(tmp_path) on a temporary file beside `path`, then renames it into place."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=suffix or os.path.splitext(path)[1])
   os.close(fd)
+  os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
   try:
     write_fn(tmp)
     os.replace(tmp, path)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,4 +47,35 @@ def test_quickstart_bad_image_size(tmp_path):
   r = _run("experiments.quickstart", "--config=experiments/configs/quickstart.py:tiny",
            "--config.image_size=0", f"--workdir={tmp_path}", timeout=120)
   assert r.returncode != 0 and "height must be a positive integer, got 0" in r.stderr, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+
+
+def test_inspect_dataset(tiny_dataset, tmp_path):
+  out = tmp_path / "sheet.png"
+  r = _run("experiments.inspect_dataset", f"--data_dir={tiny_dataset}", "--episodes=2", f"--out={out}",
+           timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "| push_cube | train | 6 |" in r.stdout and "contact sheet:" in r.stdout
+  from PIL import Image
+  sheet = np.asarray(Image.open(out))
+  # 3 splits x 2 rows, each row three 96x96 frames (16x16 upscaled) plus a label strip.
+  assert sheet.shape[1] >= 3 * 96 and sheet.shape[0] >= 6 * 96
+  assert sheet.std() > 10  # real frames, not a blank page
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--config.tasks=lift",), "unknown task lift; valid: push_cube"),
+    (("--config.ood_splits=('ood_sky',)",), "ood_splits: unknown OOD split(s) ood_sky"),
+    (("--config.image_size=0",), "image_size must be a positive integer, got 0"),
+])
+def test_collect_bad_config(args, message, tmp_path):
+  r = _run("experiments.collect", "--config=experiments/configs/collect.py:tiny", *args,
+           f"--workdir={tmp_path}", timeout=120)
+  assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr and not os.path.exists(tmp_path / "data")
+
+
+def test_inspect_missing_dataset(tmp_path):
+  r = _run("experiments.inspect_dataset", f"--data_dir={tmp_path}/none", timeout=120)
+  assert r.returncode != 0 and f"no dataset at {tmp_path}/none: the path does not exist" in r.stderr
   assert "Traceback" not in r.stderr
