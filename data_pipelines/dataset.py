@@ -80,6 +80,11 @@ class Dataset:
   def splits(self) -> list[str]:
     return list(self.manifest["splits"])
 
+  @property
+  def frame_keys(self) -> tuple[str, ...]:
+    """The per-step image fields a loader windows (one per camera)."""
+    return tuple(rlds.camera_key(c) for c in self.spec.cameras)
+
   def index(self, split: str) -> dict[str, np.ndarray]:
     """Per-episode arrays of a split: length, task_id, success, noise, explore (data-source order)."""
     s = self._split(split)

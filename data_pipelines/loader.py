@@ -35,7 +35,6 @@ import numpy as np
 from flax import struct
 
 from data_pipelines import dataset as dataset_lib
-from data_pipelines import rlds
 
 DONE_LABELS = ("step", "ramp")
 
@@ -111,7 +110,7 @@ class WindowLoader:
     self._cache: collections.OrderedDict[int, dict] = collections.OrderedDict()
     self._cache_bytes = 0
     self._lock = threading.Lock()
-    self.cameras = tuple(rlds.camera_key(c) for c in ds.spec.cameras)
+    self.frame_keys = tuple(ds.frame_keys)  # rgb per camera, or tokens for a tokenized dataset
 
   @property
   def num_windows(self) -> int:
@@ -144,7 +143,7 @@ class WindowLoader:
         self._cache.move_to_end(i)
         return self._cache[i]
     e = self.ds.read(self.split, int(i))
-    keep = {k: e[k] for k in self.cameras}
+    keep = {k: e[k] for k in self.frame_keys}
     keep["action"] = e["action"]
     keep["reward"] = e["reward"]
     keep["done"] = done_labels(e["success"], self.config.done_label, self.config.ramp_steps)
@@ -162,7 +161,7 @@ class WindowLoader:
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """This process's part of batch `step` (numpy):
-      rgb[_wrist] uint8[B, T, H, W, 3], action f32[B, T, A], reward f32[B, T], done f32[B, T],
+      rgb[_wrist] uint8[B, T, H, W, 3] (tokens i32[B, T, N] from a tokenized dataset), action f32[B, T, A], reward f32[B, T], done f32[B, T],
       mask bool[B, T] (False on padding past an episode's end), task i32[B], episode i32[B],
       start i32[B], and state f32[B, T, D] with `with_state`. Padded steps repeat nothing: they are zero.
     """

@@ -11,6 +11,9 @@ Entries:
         (every window decodes its episode from disk) and from a warm cache, and through `iterate` (background
         prefetch + device placement). Reads --data_dir, or writes a synthetic dataset of --data_episodes
         episodes in the real schema at --image_size first (a temporary directory).
+  world_model  the cpu preset's dynamics model on random tokens: training tokens/s (one jitted step of
+        --wm_batch windows), and imagination frames/s for --wm_envs environments: MaskGIT with the temporal
+        cache (one frame of work per refinement) against recomputing the whole window per refinement.
 Speed is compared as a ratio within one run; the machine is shared and absolute numbers are noisy.
 """
 
@@ -26,7 +29,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments.common import usage_errors  # noqa: E402
 
-BENCHES = ("sim", "data")
+BENCHES = ("sim", "data", "world_model")
 _ONLY = flags.DEFINE_string("only", ",".join(BENCHES), f"Comma list of entries to run: {', '.join(BENCHES)}.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the JSON figures.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Environments stepped in parallel.")
@@ -39,6 +42,8 @@ _DATA_EPISODES = flags.DEFINE_integer("data_episodes", 256, "data: episodes of t
 _DATA_BATCH = flags.DEFINE_integer("data_batch", 32, "data: windows per batch.")
 _WINDOW = flags.DEFINE_integer("window", 16, "data: frames per window.")
 _DATA_STEPS = flags.DEFINE_integer("data_steps", 50, "data: batches timed per measurement.")
+_WM_PRESET = flags.DEFINE_string("wm_preset", "cpu", "world_model: preset of configs/world_model.py.")
+_WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagined in parallel.")
 
 
 def _timed(fn, *args, repeats: int = 3) -> float:
@@ -176,6 +181,78 @@ def bench_data(data_dir: str | None, episodes: int, size: int, batch: int, windo
       tmp.cleanup()
 
 
+def bench_world_model(preset: str, envs: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from experiments.configs import world_model as wm_configs
+  from rsr.world_model import dynamics as dyn
+  from rsr.world_model import dynamics_train, generate
+  from rsr.world_model.tokenizer import TokenizerConfig
+
+  c = wm_configs.get_config(preset)
+  tcfg = TokenizerConfig(channels=tuple(c.tokenizer.channels), levels=tuple(c.tokenizer.levels))
+  side = 64 // tcfg.downsample if preset != "paper" else 128 // tcfg.downsample
+  mcfg = dynamics_train.dynamics_config(c, tcfg.codebook_size, side * side, "action")
+  model = dyn.Dynamics(mcfg)
+  trn = dynamics_train.DynamicsTrainConfig(batch_size=c.dynamics_train.batch_size)
+  state = dynamics_train.init_state(model, trn, jax.random.PRNGKey(0))
+  step = dynamics_train.make_train_step(model, trn)
+  b, w, n = trn.batch_size, mcfg.window, mcfg.tokens_per_frame
+  key = jax.random.PRNGKey(1)
+  batch = {"tokens": jax.random.randint(key, (b, w, n), 0, mcfg.vocab), "action": jnp.zeros((b, w, 5)),
+           "task": jnp.zeros((b,), jnp.int32), "done": jnp.zeros((b, w)), "mask": jnp.ones((b, w), bool)}
+  state, m = step(state, batch)  # compile
+  jax.block_until_ready(m)
+  reps = 3
+  t = time.perf_counter()
+  for _ in range(reps):
+    state, m = step(state, batch)
+  jax.block_until_ready(m)
+  train_time = (time.perf_counter() - t) / reps
+  params = state.params
+  gen = generate.GenerateConfig(steps=c.generate.steps, temperature=0.0)
+  cache = dyn.init_cache(mcfg, envs)
+  obs = jax.jit(lambda p, cch, tok: model.apply(p, cch, tok, jnp.zeros((envs, 5)), jnp.ones((envs,), bool),
+                                               jnp.zeros((envs,), jnp.int32), method=dyn.Dynamics.observe)[0])
+  for _ in range(w - 1):  # a full cache, as in steady-state imagination
+    cache = obs(params, cache, jax.random.randint(key, (envs, n), 0, mcfg.vocab))
+  cached = jax.jit(lambda p, cch, k: generate.imagine(model, p, cch, jnp.zeros((envs, 5)),
+                                                      jnp.zeros((envs,), jnp.int32), k, gen)[1])
+
+  def uncached_frame(p, window_tokens, k):
+    # The reference design: every refinement re-runs the whole window (context + the frame being made).
+    toks = jnp.concatenate([window_tokens, jnp.full((envs, 1, n), mcfg.mask_id)], axis=1)[:, -w:]
+    acts = jnp.zeros((envs, w, 5))
+    for s_ in range(gen.steps):
+      logits, _ = model.apply(p, toks, acts, jnp.zeros((envs,), jnp.int32))
+      new = jnp.argmax(logits[:, -1], -1)
+      keep = generate.fixed_after(s_, gen.steps, n)
+      conf = jnp.max(jax.nn.log_softmax(logits[:, -1]), -1)
+      masked = toks[:, -1] == mcfg.mask_id
+      conf = jnp.where(masked, conf, jnp.inf)
+      th = jnp.sort(conf, -1)[:, n - keep][:, None]
+      toks = toks.at[:, -1].set(jnp.where(masked & (conf >= th), new, toks[:, -1]))
+    model.apply(p, toks, acts, jnp.zeros((envs,), jnp.int32))  # the final pass (done head)
+    return toks[:, -1]
+
+  uncached = jax.jit(uncached_frame)
+  window_tokens = jax.random.randint(key, (envs, w - 1, n), 0, mcfg.vocab)
+  t_cached = _timed(cached, params, cache, key)
+  t_uncached = _timed(uncached, params, window_tokens, key)
+  flops = jax.jit(step).lower(state, batch).compile().cost_analysis()
+  flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
+  return {
+      "preset": preset, "params": dyn.param_count(params), "window": w, "tokens_per_frame": n,
+      "train_batch": b, "train_step_s": train_time, "train_tokens_per_s": b * w * n / train_time,
+      "train_windows_per_s": b / train_time, "train_gflop_per_step": flops / 1e9,
+      "train_gflop_per_s": flops / 1e9 / train_time,
+      "envs": envs, "maskgit_steps": gen.steps,
+      "imagined_frames_per_s": envs / t_cached, "uncached_frames_per_s": envs / t_uncached,
+      "cache_speedup": t_uncached / t_cached,
+  }
+
+
 def main(argv):
   del argv
   with usage_errors():
@@ -212,6 +289,14 @@ def main(argv):
           f"{d['warm_mb_per_s']:.0f} MB/s), {d['stream_windows_per_s']:.0f} windows/s streaming, "
           f"{d['iterate_windows_per_s']:.0f} windows/s through iterate(); decode "
           f"{d['decode_episodes_per_s']:.0f} episodes/s")
+  if "world_model" in only:
+    print(f"world_model: preset {_WM_PRESET.value}, {_WM_ENVS.value} environments (compiling...)", flush=True)
+    with usage_errors():
+      results["world_model"] = bench_world_model(_WM_PRESET.value, _WM_ENVS.value)
+    w = results["world_model"]
+    print(f"world_model: training {w['train_tokens_per_s']:.0f} tokens/s ({w['train_windows_per_s']:.1f} "
+          f"windows/s, {w['train_gflop_per_s']:.0f} GFLOP/s); imagination {w['imagined_frames_per_s']:.1f} "
+          f"frames/s cached vs {w['uncached_frames_per_s']:.1f} uncached ({w['cache_speedup']:.1f}x)")
   if _OUT.value:
     from rsr.utils import media
     media.write_json(_OUT.value, results)

@@ -79,3 +79,28 @@ def test_inspect_missing_dataset(tmp_path):
   r = _run("experiments.inspect_dataset", f"--data_dir={tmp_path}/none", timeout=120)
   assert r.returncode != 0 and f"no dataset at {tmp_path}/none: the path does not exist" in r.stderr
   assert "Traceback" not in r.stderr
+
+
+def test_train_world_model_tiny(tiny_dataset, tmp_path):
+  r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
+           f"--config.data_dir={tiny_dataset}", f"--workdir={tmp_path}", timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  for f in ("config.json", "metrics.jsonl", "tokens/tokens.npz", "tables/tokenizer.json", "tables/dynamics.json",
+            "images/tokenizer_recon.png", "videos/imagined_val_push_cube.gif", "videos/imagined_ood_color_push_cube.gif"):
+    assert os.path.getsize(tmp_path / f) > 0, f
+  dyn = json.loads((tmp_path / "tables/dynamics.json").read_text())
+  assert {"val/psnr", "val/psnr_copy", "val/psnr_shuffled", "ood_color/psnr", "val/done_f1"} <= set(dyn)
+  stages = {json.loads(ln)["stage"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()}
+  assert stages == {"tokenizer", "dynamics"}
+  # Re-running a finished workdir resumes nothing and succeeds.
+  r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
+           f"--config.data_dir={tiny_dataset}", f"--workdir={tmp_path}", timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_train_world_model_bad_stage(tiny_dataset, tmp_path):
+  r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
+           f"--config.data_dir={tiny_dataset}", "--config.stages=tokenizer,policy", f"--workdir={tmp_path}",
+           timeout=120)
+  assert r.returncode != 0 and "unknown stage(s) policy; valid: tokenizer, tokenize, dynamics" in r.stderr
+  assert "Traceback" not in r.stderr

@@ -1,0 +1,73 @@
+"""World-model presets: `--config=experiments/configs/world_model.py:PRESET` with PRESET in tiny, cpu, paper.
+
+tiny   tests: a tokenizer of a few thousand parameters on 16x16 frames, tens of steps.
+cpu    the quickstart: 64x64 frames -> 16x16 tokens over FSQ levels (8, 5, 5, 5) = 1000 codes; minutes
+       on 2 cores.
+paper  128x128 frames (front + wrist) -> 16x16 tokens per view, levels (8, 8, 8, 6, 5) = 15360 codes.
+
+Stages run in order, each resumable: `tokenizer` (train it; WORKDIR/checkpoints/tokenizer), `tokenize`
+(the derived dataset WORKDIR/tokens/tokens.npz), `dynamics` (WM_act; WORKDIR/checkpoints/dynamics).
+WM_goal is the stage to come.
+"""
+
+import ml_collections
+
+PRESETS = ("tiny", "cpu", "paper")
+STAGES = ("tokenizer", "tokenize", "dynamics")
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.data_dir = "runs/data"  # a collect workdir (experiments.collect) or a dataset directory
+  c.seed = 0
+  c.stages = ",".join(STAGES)
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.channels = {"tiny": (8, 16), "cpu": (32, 64), "paper": (64, 128, 256)}[preset]
+  c.tokenizer.res_blocks = {"tiny": 1, "cpu": 1, "paper": 2}[preset]
+  c.tokenizer.levels = {"tiny": (5, 5, 5), "cpu": (8, 5, 5, 5), "paper": (8, 8, 8, 6, 5)}[preset]
+
+  t = c.tokenizer_train = ml_collections.ConfigDict()
+  t.batch_size = {"tiny": 8, "cpu": 32, "paper": 128}[preset]  # frames per step (per camera view)
+  t.steps = {"tiny": 12, "cpu": 2000, "paper": 100_000}[preset]
+  t.lr = 2e-3 if preset != "paper" else 1e-3
+  t.warmup = {"tiny": 2, "cpu": 100, "paper": 2000}[preset]
+  t.weight_decay = 1e-4
+  t.grad_clip = 1.0
+  t.eval_every = {"tiny": 6, "cpu": 250, "paper": 5000}[preset]
+  t.checkpoint_every = {"tiny": 4, "cpu": 250, "paper": 5000}[preset]
+  t.eval_frames = {"tiny": 16, "cpu": 256, "paper": 1024}[preset]
+
+  # Dynamics (WM_act); `paper` is the reference code's size (about 200M parameters).
+  d = c.dynamics = ml_collections.ConfigDict()
+  d.d_model = {"tiny": 32, "cpu": 96, "paper": 512}[preset]
+  d.layers = {"tiny": 2, "cpu": 3, "paper": 32}[preset]
+  d.heads = {"tiny": 4, "cpu": 4, "paper": 8}[preset]
+  d.mlp_ratio = 4
+  d.window = {"tiny": 4, "cpu": 6, "paper": 16}[preset]
+  d.action_conditioning = "cross"  # the paper's per-dimension action tokens; "additive" is cheaper
+
+  dt = c.dynamics_train = ml_collections.ConfigDict()
+  dt.batch_size = {"tiny": 4, "cpu": 8, "paper": 64}[preset]
+  dt.steps = {"tiny": 8, "cpu": 600, "paper": 180_000}[preset]
+  dt.lr = {"tiny": 1e-3, "cpu": 1e-3, "paper": 1e-4}[preset]
+  dt.warmup = {"tiny": 2, "cpu": 100, "paper": 2000}[preset]
+  dt.weight_decay = 1e-4
+  dt.grad_clip = 1.0
+  dt.done_weight = 5.0  # the paper's weight of the done loss
+  dt.done_label = "step"  # or "ramp"
+  dt.ramp_steps = 10
+  dt.eval_every = {"tiny": 4, "cpu": 200, "paper": 5000}[preset]
+  dt.checkpoint_every = {"tiny": 3, "cpu": 200, "paper": 5000}[preset]
+  dt.eval_windows = {"tiny": 8, "cpu": 64, "paper": 256}[preset]
+  dt.eval_context = {"tiny": 2, "cpu": 2, "paper": 8}[preset]
+  dt.eval_horizon = {"tiny": 4, "cpu": 8, "paper": 8}[preset]
+
+  g = c.generate = ml_collections.ConfigDict()
+  g.steps = 2  # MaskGIT refinement steps per imagined frame (the paper: 2)
+  g.temperature = 0.0  # 0: greedy (the paper does not say; greedy maximizes expected PSNR)
+  g.order = "confidence"  # or "random"
+  return c

@@ -1,0 +1,61 @@
+r"""Trains the world model in stages, each resumable: re-running the same command continues where it stopped.
+
+    python -m experiments.train_world_model --config=experiments/configs/world_model.py:cpu \
+        --config.data_dir=runs/data --workdir=runs/world_model
+
+Stages (config.stages, in order): tokenizer, tokenize (the derived token dataset), dynamics (WM_act). Writes into the workdir: config.json, checkpoints/STAGE/
+(orbax), metrics.jsonl, images/, tables/. A checkpoint from an incompatible config is refused, naming the
+mismatched fields; a dataset that does not match is refused, naming the file or field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments.common import usage_errors
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "world_model.py") + ":cpu",
+    "World-model config file and preset (tiny, cpu, paper).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/world_model", "Where checkpoints, metrics and images go.")
+
+
+def main(argv):
+  del argv
+  from data_pipelines import open_dataset
+  from experiments.configs.world_model import STAGES
+  from rsr.utils import media
+  from rsr.world_model import tokenizer_train
+
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  c = _CONFIG.value
+  with usage_errors():
+    stages = [s.strip() for s in c.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad or not stages:
+      raise ValueError(f"unknown stage(s) {', '.join(bad) or repr(c.stages)}; valid: {', '.join(STAGES)}")
+    ds = open_dataset(c.data_dir)
+  workdir = os.path.abspath(_WORKDIR.value)
+  os.makedirs(workdir, exist_ok=True)
+  media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
+  from rsr.world_model import pipeline
+
+  with usage_errors():
+    if "tokenizer" in stages:
+      print("tokenizer: " + json.dumps(tokenizer_train.train(c, workdir, ds)))
+    tok_ds = None
+    if "tokenize" in stages or "dynamics" in stages:
+      tok_ds = pipeline.tokenize_stage(c, workdir, ds)
+      print(f"tokens: {tok_ds.path} ({tok_ds.tokens_per_frame} tokens per frame)")
+    if "dynamics" in stages:
+      print("dynamics: " + json.dumps(pipeline.dynamics_stage(c, workdir, ds, tok_ds)))
+  print(f"workdir: {workdir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

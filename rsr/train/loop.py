@@ -1,0 +1,65 @@
+"""The resumable training loop every stage shares: restore, step, log, evaluate, checkpoint.
+
+A stage hands over its initial state (a pytree with an integer `step` field), a jitted step
+`(state, batch) -> (state, metrics)`, a `WindowLoader`, and an evaluation `state -> metrics`. Resuming
+restores the state AND the loader's position from the latest checkpoint, so the batches, and therefore
+the losses, after a resume are those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rsr.train.checkpoint import Checkpointer
+from rsr.train.metrics import MetricsWriter
+
+
+def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: int,
+        evaluate: Callable[[Any], Mapping[str, float]], eval_every: int, checkpoint_every: int,
+        compat: Mapping[str, Any], batch_fn: Callable[[dict], Any] = lambda b: b, log_every: int = 10,
+        progress: bool = True, max_steps_this_run: int | None = None) -> tuple[Any, dict, bool]:
+  """Runs `stage` to `steps`; returns (state, last evaluation, finished). See the module docstring.
+
+  Writes WORKDIR/checkpoints/STAGE (orbax) and `metrics.jsonl` lines {"stage": STAGE, "step", ...}.
+  `max_steps_this_run` stops early as a kill would (tests of resume use it); then finished is False.
+  """
+  from data_pipelines.loader import LoaderState
+
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", stage), compat=compat)
+  loader_state = loader.init_state()
+  if ckpt.latest_step() is not None:
+    state, extra = ckpt.restore(state)
+    loader_state = LoaderState(step=np.asarray(extra["loader_step"], np.int64))
+  start = int(state.step)
+  writer = MetricsWriter(workdir, stage, resume_step=start)
+  last: dict = {}
+  it = loader.iterate(loader_state)
+  bar = tqdm(total=steps, initial=start, desc=stage, unit="step", disable=not progress, dynamic_ncols=True)
+  try:
+    for s in range(start, steps):
+      if max_steps_this_run is not None and s - start >= max_steps_this_run:
+        return state, last, False
+      batch, loader_state = next(it)
+      state, m = step_fn(state, batch_fn(batch))
+      done = s + 1
+      if done % log_every == 0 or done == steps:
+        m = {k: float(v) for k, v in m.items()}
+        writer.write(done, {f"train/{k}": v for k, v in m.items()})
+        bar.set_postfix({k: f"{v:.4g}" for k, v in list(m.items())[:3]})
+      if done % eval_every == 0 or done == steps:
+        last = dict(evaluate(state))
+        writer.write(done, last)
+      if done % checkpoint_every == 0 or done == steps:
+        ckpt.save(done, state, {"loader_step": int(loader_state.step)})
+      bar.update(1)
+  finally:
+    bar.close()
+    it.close()
+    ckpt.close()
+  if not last:  # nothing left to train: report on the restored final state
+    last = dict(evaluate(state))
+  return state, last, True

@@ -1,0 +1,270 @@
+"""The dynamics model: a spatio-temporal MaskGIT transformer over frame tokens, with a done head.
+
+    logits, done_logit = model.apply(params, tokens, actions, task)     # training: whole windows
+    cache = init_cache(config, batch)                                    # imagination: one frame at a time
+    cache, done_logit, _ = model.apply(params, cache, tokens_t, action_prev, has_action, task,
+                                       method=Dynamics.observe)
+
+Shapes: tokens i32[B, T, N] (N tokens per frame: views x h x w, `config.mask_id` where masked),
+actions f32[B, T, A] (actions[:, t] is the action taken AT frame t, so frame t + 1 is conditioned on it),
+task i32[B]. Each block (as in Genie / the paper's ST-MaskGIT):
+  spatial self-attention among a frame's N tokens
+  -> action conditioning: cross-attention to per-dimension action tokens (each scalar -> MLP -> token,
+     the paper's choice) or an additive action embedding (cheaper)
+  -> causal temporal self-attention, each token position attending to itself in earlier frames
+     (rotary position encoding over time, so a sliding cache of past frames stays exact)
+  -> MLP.
+The goal model uses the same network with `conditioning="task"` (no action input).
+Done head: Linear(d, 64) -> ReLU -> Linear(64, 1) on the frame's mean-pooled features (the paper's head).
+
+The cache holds every layer's temporal keys/values of the last `window` frames, so an imagined frame
+costs one frame of work per MaskGIT step instead of a whole window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicsConfig:
+  vocab: int  # tokenizer codebook size; the mask token is `vocab`
+  tokens_per_frame: int  # N = views x h x w
+  action_dim: int = 5
+  num_tasks: int = 4
+  d_model: int = 128
+  layers: int = 4
+  heads: int = 4
+  mlp_ratio: int = 4
+  window: int = 8  # frames per training window = frames kept in the imagination cache
+  action_conditioning: str = "cross"  # "cross" (per-dimension action tokens) or "additive"
+  conditioning: str = "action"  # "action" (WM_act) or "task" (WM_goal)
+
+  @property
+  def mask_id(self) -> int:
+    return self.vocab
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.heads
+
+  def validate(self) -> "DynamicsConfig":
+    if self.d_model % self.heads:
+      raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+    if self.head_dim % 2:
+      raise ValueError(f"head dim d_model / heads = {self.head_dim} must be even (rotary encoding)")
+    if self.action_conditioning not in ("cross", "additive"):
+      raise ValueError(f"action_conditioning must be 'cross' or 'additive', got {self.action_conditioning!r}")
+    if self.conditioning not in ("action", "task"):
+      raise ValueError(f"conditioning must be 'action' or 'task', got {self.conditioning!r}")
+    return self
+
+
+def rope(x: jax.Array, pos: jax.Array) -> jax.Array:
+  """Rotary encoding of x [..., L, H, dh] at integer positions pos [..., L]."""
+  dh = x.shape[-1]
+  freq = 1.0 / (10000.0 ** (np.arange(0, dh, 2, dtype=np.float32) / dh))
+  ang = pos[..., None, None].astype(jnp.float32) * freq  # [..., L, 1, dh/2]
+  cos, sin = jnp.cos(ang), jnp.sin(ang)
+  x1, x2 = x[..., 0::2], x[..., 1::2]
+  out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+  return out.reshape(x.shape)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """q [..., Lq, H, dh], k/v [..., Lk, H, dh], mask broadcastable to [..., H, Lq, Lk] -> [..., Lq, H, dh]."""
+  logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / np.sqrt(q.shape[-1]).astype(np.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, -1e9)
+  return jnp.einsum("...hqk,...khd->...qhd", jax.nn.softmax(logits, axis=-1), v)
+
+
+class Heads(nn.Module):
+  """q, k, v projections and the output projection of one attention."""
+
+  cfg: DynamicsConfig
+
+  def setup(self):
+    shape = (self.cfg.heads, self.cfg.head_dim)
+    self.q = nn.DenseGeneral(shape, use_bias=False)
+    self.k = nn.DenseGeneral(shape, use_bias=False)
+    self.v = nn.DenseGeneral(shape, use_bias=False)
+    self.o = nn.DenseGeneral(self.cfg.d_model, axis=(-2, -1))
+
+
+class Block(nn.Module):
+  cfg: DynamicsConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.norm_s, self.norm_a, self.norm_t, self.norm_m = (nn.LayerNorm() for _ in range(4))
+    self.spatial = Heads(cfg)
+    self.temporal = Heads(cfg)
+    self.cross = Heads(cfg) if self._cross else None
+    self.mlp_in = nn.Dense(cfg.d_model * cfg.mlp_ratio)
+    self.mlp_out = nn.Dense(cfg.d_model)
+
+  @property
+  def _cross(self) -> bool:
+    return self.cfg.conditioning == "action" and self.cfg.action_conditioning == "cross"
+
+  def _spatial_and_cross(self, x, act):
+    """x [..., N, D]; act [..., A, D] action tokens (cross) or None."""
+    h = self.norm_s(x)
+    x = x + self.spatial.o(attend(self.spatial.q(h), self.spatial.k(h), self.spatial.v(h)))
+    if self.cross is not None:
+      h = self.norm_a(x)
+      x = x + self.cross.o(attend(self.cross.q(h), self.cross.k(act), self.cross.v(act)))
+    return x
+
+  def _mlp(self, x):
+    return x + self.mlp_out(nn.gelu(self.mlp_in(self.norm_m(x))))
+
+  def __call__(self, x, act, pos):
+    """Training path. x [B, T, N, D]; act [B, T, A, D] or None; pos i32[T] frame positions."""
+    x = self._spatial_and_cross(x, act)
+    h = jnp.swapaxes(self.norm_t(x), 1, 2)  # [B, N, T, D]
+    q = rope(self.temporal.q(h), pos)
+    k = rope(self.temporal.k(h), pos)
+    t = x.shape[1]
+    causal = np.tril(np.ones((t, t), bool))
+    out = attend(q, k, self.temporal.v(h), causal)
+    x = x + jnp.swapaxes(self.temporal.o(out), 1, 2)
+    return self._mlp(x)
+
+  def step(self, x, act, pos, k_cache, v_cache, valid):
+    """One new frame. x [B, N, D]; act [B, A, D] or None; pos i32[B]; k/v_cache [B, N, W, H, dh];
+    valid bool[B, W] (cache slots holding a frame). Returns (x, k_new, v_new) with k/v_new [B, N, H, dh]."""
+    x = self._spatial_and_cross(x, act)
+    h = self.norm_t(x)
+    q = rope(self.temporal.q(h)[:, :, None], pos[:, None, None])[:, :, 0]  # [B, N, H, dh]
+    k_new = rope(self.temporal.k(h)[:, :, None], pos[:, None, None])[:, :, 0]
+    v_new = self.temporal.v(h)
+    keys = jnp.concatenate([k_cache, k_new[:, :, None]], axis=2)  # [B, N, W + 1, H, dh]
+    vals = jnp.concatenate([v_cache, v_new[:, :, None]], axis=2)
+    mask = jnp.concatenate([valid, jnp.ones(valid.shape[:1] + (1,), bool)], axis=1)  # [B, W + 1]
+    out = attend(q[:, :, None], keys, vals, mask[:, None, None, None, :])[:, :, 0]
+    x = x + self.temporal.o(out)
+    return self._mlp(x), k_new, v_new
+
+
+@struct.dataclass
+class Cache:
+  """Temporal keys/values of the last W frames of every layer, oldest first, per environment."""
+
+  k: jax.Array  # f32[L, B, N, W, H, dh]
+  v: jax.Array  # f32[L, B, N, W, H, dh]
+  valid: jax.Array  # bool[B, W] slot holds a frame
+  pos: jax.Array  # i32[B] position of the next frame
+
+
+def init_cache(cfg: DynamicsConfig, batch: int) -> Cache:
+  shape = (cfg.layers, batch, cfg.tokens_per_frame, cfg.window - 1, cfg.heads, cfg.head_dim)
+  # W - 1 past frames + the new one = the training window, so imagination sees what training saw.
+  return Cache(k=jnp.zeros(shape), v=jnp.zeros(shape), valid=jnp.zeros((batch, cfg.window - 1), bool),
+               pos=jnp.zeros((batch,), jnp.int32))
+
+
+class Dynamics(nn.Module):
+  cfg: DynamicsConfig
+
+  def setup(self):
+    cfg = self.cfg.validate()
+    d = cfg.d_model
+    self.token_emb = nn.Embed(cfg.vocab + 1, d)
+    self.spatial_pos = self.param("spatial_pos", nn.initializers.normal(0.02), (cfg.tokens_per_frame, d))
+    self.task_emb = nn.Embed(cfg.num_tasks, d)
+    if cfg.conditioning == "action":
+      if cfg.action_conditioning == "cross":
+        self.act_in = nn.Dense(d)
+        self.act_out = nn.Dense(d)
+        self.act_dim_emb = self.param("act_dim_emb", nn.initializers.normal(0.02), (cfg.action_dim, d))
+        self.no_action = self.param("no_action", nn.initializers.normal(0.02), (cfg.action_dim, d))
+      else:
+        self.act_proj = nn.Dense(d)
+        self.no_action = self.param("no_action", nn.initializers.normal(0.02), (d,))
+    self.blocks = [Block(cfg) for _ in range(cfg.layers)]
+    self.norm = nn.LayerNorm()
+    self.logits = nn.Dense(cfg.vocab)
+    self.done_hidden = nn.Dense(64)
+    self.done_out = nn.Dense(1)
+
+  def _action(self, prev_action, has_action):
+    """prev_action f32[..., A], has_action bool[...] -> cross tokens [..., A, D] / additive [..., D] / None."""
+    cfg = self.cfg
+    if cfg.conditioning != "action":
+      return None
+    if cfg.action_conditioning == "cross":
+      tok = self.act_out(nn.gelu(self.act_in(prev_action[..., None]))) + self.act_dim_emb
+      return jnp.where(has_action[..., None, None], tok, self.no_action)
+    return jnp.where(has_action[..., None], self.act_proj(prev_action), self.no_action)
+
+  def _embed(self, tokens, task, add):
+    x = self.token_emb(tokens) + self.spatial_pos + self.task_emb(task)[..., None, :]
+    if add is not None:  # additive action embedding
+      x = x + add[..., None, :]
+    return x
+
+  def _heads(self, x):
+    x = self.norm(x)
+    done = self.done_out(nn.relu(self.done_hidden(jnp.mean(x, axis=-2))))[..., 0]
+    return self.logits(x), done
+
+  def __call__(self, tokens, actions, task):
+    """tokens i32[B, T, N], actions f32[B, T, A] (taken at each frame), task i32[B]
+    -> (logits f32[B, T, N, vocab], done_logit f32[B, T]). Frame 0 is conditioned on no action."""
+    b, t, _ = tokens.shape
+    prev = jnp.concatenate([jnp.zeros_like(actions[:, :1]), actions[:, :-1]], axis=1)
+    has = jnp.broadcast_to(np.arange(t) > 0, (b, t))
+    act = self._action(prev, has)
+    cross = act if (act is not None and act.ndim == 4) else None
+    x = self._embed(tokens, task[:, None], act if cross is None else None)
+    pos = jnp.arange(t)
+    for blk in self.blocks:
+      x = blk(x, cross, pos)
+    return self._heads(x)
+
+  def observe(self, cache: Cache, tokens, prev_action, has_action, task, write: bool = True):
+    """Runs one frame through the network against the cache.
+
+    tokens i32[B, N] (may hold mask ids), prev_action f32[B, A] (the action that led to this frame),
+    has_action bool[B], task i32[B] -> (cache with the frame appended if `write`, done_logit f32[B],
+    logits f32[B, N, vocab]).
+    """
+    act = self._action(prev_action, has_action)
+    cross = act if (act is not None and act.ndim == 3) else None
+    x = self._embed(tokens, task, act if cross is None else None)
+    ks, vs = [], []
+    for i, blk in enumerate(self.blocks):
+      x, k_new, v_new = blk.step(x, cross, cache.pos, cache.k[i], cache.v[i], cache.valid)
+      ks.append(k_new)
+      vs.append(v_new)
+    logits, done = self._heads(x)
+    if write:
+      cache = append(cache, jnp.stack(ks), jnp.stack(vs))
+    return cache, done, logits
+
+
+def append(cache: Cache, k_new: jax.Array, v_new: jax.Array) -> Cache:
+  """Pushes one frame's keys/values [L, B, N, H, dh] into the cache, dropping the oldest when full."""
+  k = jnp.concatenate([cache.k[:, :, :, 1:], k_new[:, :, :, None]], axis=3)
+  v = jnp.concatenate([cache.v[:, :, :, 1:], v_new[:, :, :, None]], axis=3)
+  valid = jnp.concatenate([cache.valid[:, 1:], jnp.ones_like(cache.valid[:, :1])], axis=1)
+  return Cache(k=k, v=v, valid=valid, pos=cache.pos + 1)
+
+
+def reset_cache(cache: Cache, which: jax.Array) -> Cache:
+  """Empties the cache of environments where `which` bool[B] is set (a new episode)."""
+  return cache.replace(valid=jnp.where(which[:, None], False, cache.valid),
+                       pos=jnp.where(which, 0, cache.pos))
+
+
+def param_count(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

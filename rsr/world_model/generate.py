@@ -1,0 +1,70 @@
+"""Imagining the next frame: K-step MaskGIT decoding against the dynamics model's cache.
+
+Start from a fully masked frame; at each of K steps predict every masked token, keep the most confident
+(or, with order="random", randomly chosen) ones so that a cosine schedule of the frame is fixed after
+the step, and mask the rest again; after K steps the frame is complete. A final pass with the complete
+frame writes its keys/values into the cache and yields its done logit. The paper uses K = 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsr.world_model.dynamics import Cache, Dynamics
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+  steps: int = 2  # MaskGIT refinement steps per frame (K)
+  temperature: float = 1.0  # 0: greedy
+  order: str = "confidence"  # or "random"
+
+  def validate(self) -> "GenerateConfig":
+    if self.steps < 1:
+      raise ValueError(f"steps must be >= 1, got {self.steps}")
+    if self.order not in ("confidence", "random"):
+      raise ValueError(f"order must be 'confidence' or 'random', got {self.order!r}")
+    if self.temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    return self
+
+
+def fixed_after(step: int, steps: int, n: int) -> int:
+  """Tokens fixed after refinement step `step` (0-based) of `steps`: the cosine schedule, all at the end."""
+  return n if step == steps - 1 else int(np.ceil(n * (1.0 - np.cos(np.pi / 2 * (step + 1) / steps))))
+
+
+def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task: jax.Array, key: jax.Array,
+            config: GenerateConfig = GenerateConfig()) -> tuple[Cache, jax.Array, jax.Array]:
+  """One imagined frame for every environment.
+
+  prev_action f32[B, A] (the action taken at the last frame), task i32[B]
+  -> (cache with the new frame, tokens i32[B, N], done_logit f32[B]).
+  """
+  cfg = model.cfg
+  b, n = prev_action.shape[0], cfg.tokens_per_frame
+  has = jnp.ones((b,), bool)
+  tokens = jnp.full((b, n), cfg.mask_id, jnp.int32)
+  for step in range(config.steps):
+    key, k_sample, k_order = jax.random.split(key, 3)
+    _, _, logits = model.apply(params, cache, tokens, prev_action, has, task, write=False,
+                               method=Dynamics.observe)
+    if config.temperature > 0:
+      sample = jax.random.categorical(k_sample, logits / config.temperature)
+    else:
+      sample = jnp.argmax(logits, axis=-1)
+    masked = tokens == cfg.mask_id
+    if config.order == "confidence":
+      score = jnp.take_along_axis(jax.nn.log_softmax(logits), sample[..., None], axis=-1)[..., 0]
+    else:
+      score = jax.random.uniform(k_order, (b, n))
+    score = jnp.where(masked, score, jnp.inf)  # tokens fixed earlier stay fixed
+    keep = fixed_after(step, config.steps, n)
+    thresh = jnp.sort(score, axis=-1)[:, n - keep][:, None]
+    tokens = jnp.where(masked & (score >= thresh), sample, tokens)
+  cache, done, _ = model.apply(params, cache, tokens, prev_action, has, task, method=Dynamics.observe)
+  return cache, tokens, done

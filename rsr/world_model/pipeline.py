@@ -1,0 +1,147 @@
+"""The world model's stages after the tokenizer: tokenize the dataset once, then train the dynamics.
+
+    tokenizer (tokenizer_train.train) -> tokenize (tokenize_stage) -> dynamics (dynamics_stage)
+
+Each stage reads what the previous one left in the workdir (the tokenizer's latest checkpoint, the
+tokenized dataset) and refuses stale inputs: the tokenized dataset carries the fingerprint of the dataset
+and tokenizer checkpoint it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from data_pipelines import tokenized
+from data_pipelines.loader import WindowConfig, WindowLoader
+from rsr.train import loop
+from rsr.train.checkpoint import Checkpointer
+from rsr.utils import media
+from rsr.world_model import dynamics as dyn
+from rsr.world_model import dynamics_train, generate
+from rsr.world_model import evaluate as wm_eval
+from rsr.world_model import tokenizer_train
+from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig
+
+
+def tokenizer_config(config) -> TokenizerConfig:
+  return TokenizerConfig(channels=tuple(config.tokenizer.channels), res_blocks=int(config.tokenizer.res_blocks),
+                         levels=tuple(config.tokenizer.levels))
+
+
+def load_tokenizer(config, workdir: str, ds) -> tuple[Tokenizer, dict, str]:
+  """The trained tokenizer: (model, params, identity string for fingerprints)."""
+  tcfg = tokenizer_config(config)
+  directory = os.path.join(workdir, "checkpoints", "tokenizer")
+  if not os.path.isdir(directory):
+    raise ValueError(f"no tokenizer checkpoint in {directory}: run the 'tokenizer' stage first")
+  model = Tokenizer(tcfg)
+  t = config.tokenizer_train
+  trn = tokenizer_train.TokenizerTrainConfig(batch_size=t.batch_size, steps=t.steps, lr=t.lr, warmup=t.warmup)
+  target = tokenizer_train.init_state(model, trn, jax.random.PRNGKey(0), (ds.spec.height, ds.spec.width))
+  cameras = list(ds.frame_keys)
+  ckpt = Checkpointer(directory, compat={"tokenizer": dataclasses.asdict(tcfg),
+                                         "image": [ds.spec.height, ds.spec.width], "cameras": cameras,
+                                         "batch_size": t.batch_size, "seed": config.seed})
+  step = ckpt.latest_step()
+  if step is None:
+    raise ValueError(f"no tokenizer checkpoint in {directory}: run the 'tokenizer' stage first")
+  state, _ = ckpt.restore(target)
+  ckpt.close()
+  return model, state.params, f"tokenizer-step{step}"
+
+
+def tokenize_stage(config, workdir: str, ds, progress: bool = True) -> tokenized.TokenDataset:
+  model, params, ident = load_tokenizer(config, workdir, ds)
+  fingerprint = tokenized.source_fingerprint(ds, ident)
+  out = os.path.join(workdir, "tokens")
+  try:
+    return tokenized.open_tokens(out, fingerprint)
+  except tokenized.DatasetError:
+    pass  # missing or stale: (re)build it
+  encode = jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode))
+  tokenized.tokenize(ds, lambda f: np.asarray(encode(f)), out, fingerprint, progress=progress)
+  return tokenized.open_tokens(out, fingerprint)
+
+
+def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
+                   max_steps_this_run: int | None = None) -> dict:
+  """Trains WM_act on the tokenized windows; evaluates open-loop imagination and the done head."""
+  tcfg = tokenizer_config(config)
+  tok_model, tok_params, _ = load_tokenizer(config, workdir, ds)
+  mcfg = dynamics_train.dynamics_config(config, tcfg.codebook_size, tok_ds.tokens_per_frame, "action")
+  model = dyn.Dynamics(mcfg)
+  d = config.dynamics_train
+  trn = dynamics_train.DynamicsTrainConfig(batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup,
+                                           weight_decay=d.weight_decay, grad_clip=d.grad_clip,
+                                           done_weight=d.done_weight)
+  win = WindowConfig(batch_size=d.batch_size, window=mcfg.window, done_label=d.done_label,
+                     ramp_steps=d.ramp_steps)
+  loader = WindowLoader(tok_ds, "train", win, seed=config.seed)
+  state = dynamics_train.init_state(model, trn, jax.random.PRNGKey(config.seed + 1))
+  step_fn = dynamics_train.make_train_step(model, trn)
+  gen = generate.GenerateConfig(steps=config.generate.steps, temperature=config.generate.temperature,
+                                order=config.generate.order).validate()
+  decode = jax.jit(lambda c: tok_model.apply(tok_params, c, method=Tokenizer.decode))
+  views = len(ds.frame_keys)
+  context, horizon = d.eval_context, d.eval_horizon
+
+  held = {}
+  for split in [s for s in ds.splits if s == "val" or s.startswith("ood")]:
+    wcfg = dataclasses.replace(win, batch_size=d.eval_windows, window=context + horizon)
+    tb = WindowLoader(tok_ds, split, wcfg, seed=7).batch(0)
+    pb = WindowLoader(ds, split, wcfg, seed=7).batch(0)
+    keep = wm_eval.full_windows(tb, pb)
+    pix = np.stack([pb[k] for k in ds.frame_keys], axis=2)  # [B, T, V, H, W, 3]
+    done_b = WindowLoader(tok_ds, split, dataclasses.replace(win, batch_size=d.eval_windows), seed=8).batch(0)
+    held[split] = ({k: v[keep] for k, v in tb.items()}, pix[keep], done_b)
+  last_frames = {}
+
+  def evaluate(state) -> dict:
+    out = {}
+    for split, (tb, pix, done_b) in held.items():
+      if len(tb["tokens"]):
+        r = wm_eval.open_loop(model, state.params, decode, tb, pix, context, horizon, gen,
+                              jax.random.PRNGKey(11), views)
+        last_frames[split] = (r["frames"], pix, tb["task"])
+        out[f"{split}/psnr"] = float(r["psnr"].mean())
+        out[f"{split}/psnr_last"] = float(r["psnr"][-1])
+        out[f"{split}/psnr_copy"] = float(r["psnr_copy"].mean())
+        out[f"{split}/psnr_shuffled"] = float(r["psnr_shuffled"].mean())
+        out[f"{split}/gain_over_copy"] = out[f"{split}/psnr"] - out[f"{split}/psnr_copy"]
+        out[f"{split}/gain_over_shuffled"] = out[f"{split}/psnr"] - out[f"{split}/psnr_shuffled"]
+      dm = wm_eval.done_metrics(model, state.params, done_b)
+      out.update({f"{split}/done_{k}": v for k, v in dm.items() if v is not None})
+    return out
+
+  state, last, finished = loop.run(
+      "dynamics", workdir, state, loader, step_fn, trn.steps, evaluate, d.eval_every, d.checkpoint_every,
+      compat={"dynamics": dataclasses.asdict(mcfg), "batch_size": d.batch_size, "seed": config.seed,
+              "tokens": tok_ds.meta["fingerprint"]},
+      batch_fn=lambda b: {k: b[k] for k in ("tokens", "action", "task", "done", "mask")},
+      progress=progress, max_steps_this_run=max_steps_this_run)
+  if not finished:
+    return {}
+  _write_videos(workdir, last_frames, context, ds)
+  summary = {"steps": trn.steps, "params": dyn.param_count(state.params), "context": context,
+             "horizon": horizon, **last}
+  media.write_json(os.path.join(workdir, "tables", "dynamics.json"), summary)
+  return summary
+
+
+def _write_videos(workdir: str, last_frames: dict, context: int, ds) -> None:
+  """videos/imagined_SPLIT_TASK.gif: real (left) | imagined (right) for one held-out window per task."""
+  from rsr.envs.tabletop.tasks import TASKS
+
+  names = {t.task_id: n for n, t in TASKS.items()}
+  for split, (frames, pix, task) in last_frames.items():
+    for tid in sorted(set(np.asarray(task).tolist())):
+      i = int(np.flatnonzero(np.asarray(task) == tid)[0])
+      real = pix[i, context:, 0]  # front view
+      fake = (np.clip(frames[i, :, 0], 0, 1) * 255).round().astype(np.uint8)
+      zoom = max(1, -(-96 // ds.spec.height))
+      video = np.stack([media.upscale(np.concatenate([r, f], axis=1), zoom) for r, f in zip(real, fake, strict=True)])
+      media.write_gif(os.path.join(workdir, "videos", f"imagined_{split}_{names[tid]}.gif"), video, fps=4)

@@ -1,0 +1,170 @@
+"""Training the tokenizer: state, one jitted step, and the held-out metrics (PSNR, code usage).
+
+Loss: mean squared error of the reconstruction in [0, 1] pixel units (FSQ needs no codebook terms).
+Metrics: PSNR = 10 log10(1 / MSE) per frame, averaged; code perplexity = exp(entropy of the token
+histogram), i.e. the effective number of codes in use (at most the codebook size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig, to_unit
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerTrainConfig:
+  batch_size: int = 32  # frames (all cameras' views count as frames)
+  steps: int = 2000
+  lr: float = 2e-3
+  warmup: int = 100
+  weight_decay: float = 1e-4
+  grad_clip: float = 1.0
+
+
+@struct.dataclass
+class TokenizerState:
+  step: jax.Array  # i32[]
+  params: Any
+  opt_state: Any
+
+
+def optimizer(cfg: TokenizerTrainConfig) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, max(cfg.steps, cfg.warmup + 1),
+                                                end_value=cfg.lr * 0.05)
+  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                     optax.adamw(schedule, weight_decay=cfg.weight_decay))
+
+
+def init_state(model: Tokenizer, cfg: TokenizerTrainConfig, key: jax.Array, image_shape: tuple[int, int]
+               ) -> TokenizerState:
+  params = model.init(key, jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.uint8))
+  return TokenizerState(step=jnp.zeros((), jnp.int32), params=params,
+                        opt_state=optimizer(cfg).init(params))
+
+
+def psnr(recon: jax.Array, target_unit: jax.Array) -> jax.Array:
+  """Per-frame PSNR (dB) of f32[..., H, W, 3] images in [0, 1]."""
+  mse = jnp.mean((recon - target_unit) ** 2, axis=(-3, -2, -1))
+  return 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))
+
+
+def make_train_step(model: Tokenizer, cfg: TokenizerTrainConfig):
+  opt = optimizer(cfg)
+
+  def loss_fn(params, rgb):
+    recon, _ = model.apply(params, rgb)
+    target = to_unit(rgb)
+    loss = jnp.mean((recon - target) ** 2)
+    return loss, {"loss": loss, "psnr": jnp.mean(psnr(recon, target))}
+
+  def step(state: TokenizerState, rgb: jax.Array) -> tuple[TokenizerState, dict]:
+    """rgb: uint8[B, H, W, 3]."""
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, rgb)
+    updates, opt_state = opt.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_eval(model: Tokenizer):
+  @jax.jit
+  def run(params, rgb):
+    recon, codes = model.apply(params, rgb)
+    return psnr(recon, to_unit(rgb)), codes
+  return run
+
+
+def perplexity(codes: np.ndarray, codebook_size: int) -> float:
+  counts = np.bincount(np.asarray(codes).ravel(), minlength=codebook_size).astype(np.float64)
+  p = counts[counts > 0] / counts.sum()
+  return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def tokenizer(config: TokenizerConfig) -> Tokenizer:
+  return Tokenizer(config)
+
+
+def _frames(batch: dict, cameras: tuple[str, ...]) -> np.ndarray:
+  """Window batch (T = 1) -> uint8[B * views, H, W, 3]: every camera view is a frame of its own."""
+  return np.concatenate([batch[k][:, 0] for k in cameras], axis=0)
+
+
+def _eval_frames(ds, split: str, cameras: tuple[str, ...], n: int, seed: int) -> np.ndarray:
+  from data_pipelines.loader import WindowConfig, WindowLoader
+
+  per = max(1, n // len(cameras))
+  return _frames(WindowLoader(ds, split, WindowConfig(batch_size=per, window=1), seed=seed).batch(0), cameras)
+
+
+def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
+  """Trains (or resumes) the tokenizer stage from `config` (world_model.py's ConfigDict) on `ds`.
+
+  Writes WORKDIR/checkpoints/tokenizer (orbax), metrics.jsonl lines of stage "tokenizer",
+  images/tokenizer_recon.png (held-out frames | reconstructions) and tables/tokenizer.json.
+  `max_steps_this_run` stops early without finishing, as a kill would (tests of resume use it).
+  Returns the final held-out metrics.
+  """
+  import os
+
+  from data_pipelines import rlds
+  from data_pipelines.loader import WindowConfig, WindowLoader
+  from rsr.train import loop
+  from rsr.utils import media
+
+  tcfg = TokenizerConfig(channels=tuple(config.tokenizer.channels), res_blocks=int(config.tokenizer.res_blocks),
+                         levels=tuple(config.tokenizer.levels))
+  t = config.tokenizer_train
+  trn = TokenizerTrainConfig(batch_size=t.batch_size, steps=t.steps, lr=t.lr, warmup=t.warmup,
+                             weight_decay=t.weight_decay, grad_clip=t.grad_clip)
+  h, w = ds.spec.height, ds.spec.width
+  if h % tcfg.downsample or w % tcfg.downsample:
+    raise ValueError(f"tokenizer.channels has {len(tcfg.channels)} stages (downsampling by {tcfg.downsample}), "
+                     f"which does not divide the dataset's {h}x{w} frames")
+  cameras = tuple(rlds.camera_key(c) for c in ds.spec.cameras)
+  loader = WindowLoader(ds, "train", WindowConfig(batch_size=trn.batch_size, window=1), seed=config.seed)
+  model = Tokenizer(tcfg)
+  state = init_state(model, trn, jax.random.PRNGKey(config.seed), (h, w))
+  step_fn = make_train_step(model, trn)
+  eval_fn = make_eval(model)
+  ood_split = next((s for s in ds.splits if s.startswith("ood")), None)
+  held = {"val": _eval_frames(ds, "val", cameras, t.eval_frames, 1)} if "val" in ds.splits else {}
+  if ood_split:
+    held[ood_split] = _eval_frames(ds, ood_split, cameras, t.eval_frames, 1)
+
+  def evaluate(state) -> dict:
+    out = {}
+    for name, frames in held.items():
+      p, codes = eval_fn(state.params, frames)
+      out[f"{name}/psnr"] = float(np.mean(p))
+      out[f"{name}/perplexity"] = perplexity(np.asarray(codes), tcfg.codebook_size)
+    return out
+
+  state, last, finished = loop.run(
+      "tokenizer", workdir, state, loader, step_fn, trn.steps, evaluate, t.eval_every, t.checkpoint_every,
+      compat={"tokenizer": dataclasses.asdict(tcfg), "image": [h, w], "cameras": list(cameras),
+              "batch_size": trn.batch_size, "seed": config.seed},
+      batch_fn=lambda b: _frames(b, cameras), progress=progress, max_steps_this_run=max_steps_this_run)
+  if not finished:
+    return {}
+  rows = []
+  for name, frames in held.items():
+    recon = np.asarray(jax.jit(lambda p, x: model.apply(p, x)[0])(state.params, frames[:8]))
+    recon = (np.clip(recon, 0, 1) * 255).round().astype(np.uint8)
+    zoom = max(1, -(-96 // h))
+    rows.append([media.label(media.grid([[media.upscale(f, zoom) for f in frames[:8]],
+                                         [media.upscale(f, zoom) for f in recon]]), f"{name}: real / recon")])
+  if rows:
+    media.write_png(os.path.join(workdir, "images", "tokenizer_recon.png"), media.grid(rows, pad=4))
+  summary = {"steps": trn.steps, "codebook_size": tcfg.codebook_size, **last}
+  media.write_json(os.path.join(workdir, "tables", "tokenizer.json"), summary)
+  return summary

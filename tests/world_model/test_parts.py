@@ -1,0 +1,111 @@
+"""The world model's parts: FSQ codes, the cached imagination path, MaskGIT decoding, done metrics."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rsr.world_model import dynamics as dyn
+from rsr.world_model import dynamics_train, generate
+from rsr.world_model.fsq import FSQ
+from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig, depth_to_space, space_to_depth
+
+
+def test_fsq_codes_round_trip_and_cover_the_codebook():
+  f = FSQ((8, 5, 5, 5))
+  z = 3 * jax.random.normal(jax.random.PRNGKey(0), (20000, 4))
+  q = f.quantize(z)
+  codes = f.codes(q)
+  assert f.codebook_size == 1000 and int(codes.min()) >= 0 and int(codes.max()) < 1000
+  assert len(np.unique(codes)) > 800  # wide inputs reach most codes
+  np.testing.assert_array_equal(f.embed(codes), q)
+  every = jnp.arange(1000)
+  np.testing.assert_array_equal(f.codes(f.embed(every)), every)  # ids <-> levels is a bijection
+  # Straight-through: rounding does not kill the gradient.
+  g = jax.grad(lambda z: f.quantize(z).sum())(z[:8])
+  assert float(jnp.abs(g).min()) > 0
+  with pytest.raises(ValueError, match="FSQ levels must be integers >= 2"):
+    FSQ((1, 5))
+
+
+def test_space_to_depth_inverts():
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+  np.testing.assert_array_equal(depth_to_space(space_to_depth(x)), x)
+
+
+def test_tokenizer_shapes():
+  tok = Tokenizer(TokenizerConfig(channels=(8, 16), levels=(5, 5, 5)))
+  x = jnp.zeros((2, 3, 16, 16, 3), jnp.uint8)
+  p = tok.init(jax.random.PRNGKey(0), x)
+  recon, codes = tok.apply(p, x)
+  assert recon.shape == (2, 3, 16, 16, 3) and codes.shape == (2, 3, 4, 4)
+  np.testing.assert_array_equal(tok.apply(p, x, method=Tokenizer.encode), codes)
+  assert tok.apply(p, codes, method=Tokenizer.decode).shape == (2, 3, 16, 16, 3)
+
+
+CONFIGS = [dict(action_conditioning="cross"), dict(action_conditioning="additive"), dict(conditioning="task")]
+
+
+@pytest.mark.parametrize("kw", CONFIGS, ids=["cross", "additive", "goal"])
+def test_cached_frames_equal_the_full_window(kw):
+  """One frame at a time against the cache gives the training pass's logits and done (imagination is
+  exactly the model that was trained)."""
+  cfg = dyn.DynamicsConfig(vocab=50, tokens_per_frame=6, d_model=32, layers=2, heads=4, window=4, **kw)
+  m = dyn.Dynamics(cfg)
+  k = jax.random.PRNGKey(0)
+  tok = jax.random.randint(k, (2, 4, 6), 0, 51)  # mask ids included
+  act = jax.random.uniform(k, (2, 4, 5), minval=-1, maxval=1)
+  task = jnp.array([0, 3])
+  p = m.init(k, tok, act, task)
+  logits, done = m.apply(p, tok, act, task)
+  cache = dyn.init_cache(cfg, 2)
+  for t in range(4):
+    prev = act[:, t - 1] if t else jnp.zeros((2, 5))
+    cache, d, lg = m.apply(p, cache, tok[:, t], prev, jnp.full((2,), t > 0), task, method=dyn.Dynamics.observe)
+    np.testing.assert_allclose(lg, logits[:, t], atol=1e-4)
+    np.testing.assert_allclose(d, done[:, t], atol=1e-4)
+  assert cache.pos.tolist() == [4, 4] and bool(cache.valid.all())
+  # Actions matter to WM_act (and not at all to the goal model).
+  other, _ = m.apply(p, tok, -act, task)
+  moved = float(jnp.abs(other[:, 1:] - logits[:, 1:]).max())
+  assert (moved == 0.0) == (kw.get("conditioning") == "task")
+
+
+def test_maskgit_schedule_and_imagine():
+  assert [generate.fixed_after(s, 2, 256) for s in range(2)] == [75, 256]
+  assert [generate.fixed_after(s, 4, 100) for s in range(4)] == [8, 30, 62, 100]
+  cfg = dyn.DynamicsConfig(vocab=50, tokens_per_frame=6, d_model=32, layers=2, heads=4, window=3)
+  m = dyn.Dynamics(cfg)
+  p = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 6), jnp.int32), jnp.zeros((1, 3, 5)), jnp.zeros((1,), jnp.int32))
+  cache = dyn.init_cache(cfg, 3)
+  act, task = jnp.zeros((3, 5)), jnp.zeros((3,), jnp.int32)
+  for _ in range(4):  # beyond the cache size: the oldest frame is dropped
+    cache, tokens, done = generate.imagine(m, p, cache, act, task, jax.random.PRNGKey(1),
+                                           generate.GenerateConfig(temperature=0.0))
+    assert tokens.shape == (3, 6) and int(tokens.max()) < 50 and done.shape == (3,)
+  assert cache.pos.tolist() == [4, 4, 4]
+  again = generate.imagine(m, p, dyn.init_cache(cfg, 3), act, task, jax.random.PRNGKey(9),
+                           generate.GenerateConfig(temperature=0.0))[1]
+  first = generate.imagine(m, p, dyn.init_cache(cfg, 3), act, task, jax.random.PRNGKey(1),
+                           generate.GenerateConfig(temperature=0.0))[1]
+  np.testing.assert_array_equal(again, first)  # greedy decoding ignores the key
+  reset = dyn.reset_cache(cache, jnp.array([True, False, False]))
+  assert reset.pos.tolist() == [0, 4, 4] and not bool(reset.valid[0].any())
+
+
+def test_mask_sampling_spares_the_first_frame():
+  m = dynamics_train.sample_mask(jax.random.PRNGKey(0), (64, 5, 32))
+  assert not bool(m[:, 0].any())
+  frac = float(m[:, 1:].mean())
+  assert 0.55 < frac < 0.72  # E[cos(pi u / 2)] = 2 / pi
+
+
+def test_auc_and_f1():
+  scores = np.array([0.1, 0.4, 0.35, 0.8])
+  labels = np.array([0, 0, 1, 1], bool)
+  assert dynamics_train.auc(scores, labels) == pytest.approx(0.75)
+  assert dynamics_train.auc(np.array([0.5, 0.5]), np.array([0, 1], bool)) == pytest.approx(0.5)
+  assert dynamics_train.auc(scores, np.zeros(4, bool)) is None
+  assert dynamics_train.f1(scores >= 0.5, labels) == pytest.approx(2 / 3)
