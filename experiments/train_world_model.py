@@ -3,7 +3,8 @@ r"""Trains the world model in stages, each resumable: re-running the same comman
     python -m experiments.train_world_model --config=experiments/configs/world_model.py:cpu \
         --config.data_dir=runs/data --workdir=runs/world_model
 
-Stages (config.stages, in order): tokenizer, tokenize (the derived token dataset), dynamics (WM_act). Writes into the workdir: config.json, checkpoints/STAGE/
+Stages (config.stages, in order): tokenizer, tokenize (the derived token dataset), dynamics (WM_act),
+goal (WM_goal). Writes into the workdir: config.json, checkpoints/STAGE/
 (orbax), metrics.jsonl, images/, tables/. A checkpoint from an incompatible config is refused, naming the
 mismatched fields; a dataset that does not match is refused, naming the file or field.
 """
@@ -49,11 +50,12 @@ def main(argv):
     if "tokenizer" in stages:
       print("tokenizer: " + json.dumps(tokenizer_train.train(c, workdir, ds)))
     tok_ds = None
-    if "tokenize" in stages or "dynamics" in stages:
+    if {"tokenize", "dynamics", "goal"} & set(stages):
       tok_ds = pipeline.tokenize_stage(c, workdir, ds)
       print(f"tokens: {tok_ds.path} ({tok_ds.tokens_per_frame} tokens per frame)")
-    if "dynamics" in stages:
-      print("dynamics: " + json.dumps(pipeline.dynamics_stage(c, workdir, ds, tok_ds)))
+    for stage in ("dynamics", "goal"):
+      if stage in stages:
+        print(f"{stage}: " + json.dumps(pipeline.dynamics_stage(c, workdir, ds, tok_ds, stage=stage)))
   print(f"workdir: {workdir}")
 
 

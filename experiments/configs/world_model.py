@@ -6,14 +6,15 @@ cpu    the quickstart: 64x64 frames -> 16x16 tokens over FSQ levels (8, 5, 5, 5)
 paper  128x128 frames (front + wrist) -> 16x16 tokens per view, levels (8, 8, 8, 6, 5) = 15360 codes.
 
 Stages run in order, each resumable: `tokenizer` (train it; WORKDIR/checkpoints/tokenizer), `tokenize`
-(the derived dataset WORKDIR/tokens/tokens.npz), `dynamics` (WM_act; WORKDIR/checkpoints/dynamics).
-WM_goal is the stage to come.
+(the derived dataset WORKDIR/tokens/tokens.npz), `dynamics` (WM_act; WORKDIR/checkpoints/dynamics),
+`goal` (WM_goal, the same network conditioned on the task only; WORKDIR/checkpoints/goal). The goal
+model trains with the dynamics settings (dynamics, dynamics_train).
 """
 
 import ml_collections
 
 PRESETS = ("tiny", "cpu", "paper")
-STAGES = ("tokenizer", "tokenize", "dynamics")
+STAGES = ("tokenizer", "tokenize", "dynamics", "goal")
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
@@ -65,6 +66,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   dt.eval_windows = {"tiny": 8, "cpu": 64, "paper": 256}[preset]
   dt.eval_context = {"tiny": 2, "cpu": 2, "paper": 8}[preset]
   dt.eval_horizon = {"tiny": 4, "cpu": 8, "paper": 8}[preset]
+  dt.goal_episodes = {"tiny": 4, "cpu": 32, "paper": 128}[preset]  # WM_goal evaluation
+  dt.goal_max_steps = {"tiny": 6, "cpu": 40, "paper": 80}[preset]
 
   g = c.generate = ml_collections.ConfigDict()
   g.steps = 2  # MaskGIT refinement steps per imagined frame (the paper: 2)

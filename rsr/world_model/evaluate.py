@@ -95,3 +95,37 @@ def done_metrics(model, params, tok_batch: dict) -> dict:
   return {"auc": dynamics_train.auc(scores, labels), "f1": dynamics_train.f1(scores >= 0.5, labels),
           "positives": int(labels.sum()), "frames": int(valid.sum())}
 
+
+
+def goal_metrics(model, params, decode, tok_ds, ds, split: str, episodes: int, max_steps: int, views: int,
+                 gen: generate.GenerateConfig) -> dict:
+  """WM_goal from the first frames of held-out successful episodes: how often its rollout reaches done,
+  in how many steps, and how close its goal image is to the real frame of first success (PSNR), next to
+  the first frame itself as the do-nothing reference. Also a grid image: first | imagined goal | real."""
+  from rsr.utils import media
+
+  idx = [i for i in range(tok_ds.num_episodes(split)) if tok_ds.read(split, i)["success"].any()][:episodes]
+  if not idx:
+    return {"images": np.zeros((8, 8, 3), np.uint8)}
+  first = jnp.asarray(np.stack([tok_ds.read(split, i)["tokens"][0] for i in idx]))
+  task = jnp.asarray([int(tok_ds.read(split, i)["task"][0]) for i in idx])
+  run = jax.jit(lambda p, f, t, k: generate.goal_rollout(model, p, f, t, k, max_steps, config=gen))
+  goal, reached, steps = run(params, first, task, jax.random.PRNGKey(5))
+  side = int(np.sqrt(model.cfg.tokens_per_frame // views))
+  goal_img = np.asarray(decode(goal.reshape(len(idx), views, side, side)))
+  real, start = [], []
+  for i in idx:
+    e = ds.read(split, i)
+    t = int(np.argmax(e["success"]))
+    real.append(np.stack([e[k][t] for k in ds.frame_keys]))
+    start.append(np.stack([e[k][0] for k in ds.frame_keys]))
+  real = np.stack(real).astype(np.float32) / 255.0
+  start = np.stack(start).astype(np.float32) / 255.0
+  p_goal = np.asarray(psnr(jnp.asarray(goal_img), jnp.asarray(real))).mean()
+  p_start = np.asarray(psnr(jnp.asarray(start), jnp.asarray(real))).mean()
+  to8 = lambda x: (np.clip(x, 0, 1) * 255).round().astype(np.uint8)  # noqa: E731
+  zoom = max(1, -(-96 // real.shape[-2]))
+  rows = [[media.upscale(to8(start[j, 0]), zoom), media.upscale(to8(goal_img[j, 0]), zoom),
+           media.upscale(to8(real[j, 0]), zoom)] for j in range(min(8, len(idx)))]
+  return {"reached": float(np.mean(reached)), "steps": float(np.mean(steps)), "psnr": float(p_goal),
+          "psnr_first_frame": float(p_start), "images": media.grid(rows)}

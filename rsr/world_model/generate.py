@@ -68,3 +68,33 @@ def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task:
     tokens = jnp.where(masked & (score >= thresh), sample, tokens)
   cache, done, _ = model.apply(params, cache, tokens, prev_action, has, task, method=Dynamics.observe)
   return cache, tokens, done
+
+
+def goal_rollout(model: Dynamics, params, first_tokens: jax.Array, task: jax.Array, key: jax.Array,
+                 max_steps: int, threshold: float = 0.9, config: GenerateConfig = GenerateConfig()
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """WM_goal's goal image: imagine from a first frame, conditioned on the task only, until the done
+  probability passes `threshold` (or `max_steps`); the frame where it first passed is the goal.
+
+  first_tokens i32[B, N], task i32[B] -> (goal tokens i32[B, N], reached bool[B], steps i32[B]).
+  """
+  from rsr.world_model.dynamics import init_cache
+
+  b = first_tokens.shape[0]
+  zeros = jnp.zeros((b, model.cfg.action_dim))
+  cache = init_cache(model.cfg, b)
+  cache, _, _ = model.apply(params, cache, first_tokens, zeros, jnp.zeros((b,), bool), task,
+                            method=Dynamics.observe)
+
+  def body(carry, k):
+    cache, goal, reached, steps = carry
+    cache, tokens, done = imagine(model, params, cache, zeros, task, k, config)
+    now = ~reached
+    goal = jnp.where(now[:, None], tokens, goal)  # follows the rollout until done, then stays
+    steps = steps + now.astype(jnp.int32)
+    reached = reached | (jax.nn.sigmoid(done) >= threshold)
+    return (cache, goal, reached, steps), None
+
+  init = (cache, first_tokens, jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32))
+  (_, goal, reached, steps), _ = jax.lax.scan(body, init, jax.random.split(key, max_steps))
+  return goal, reached, steps

@@ -1,6 +1,7 @@
-"""The world model's stages after the tokenizer: tokenize the dataset once, then train the dynamics.
+"""The world model's stages after the tokenizer: tokenize the dataset once, then train the dynamics and
+the goal model.
 
-    tokenizer (tokenizer_train.train) -> tokenize (tokenize_stage) -> dynamics (dynamics_stage)
+    tokenizer (tokenizer_train.train) -> tokenize (tokenize_stage) -> dynamics, goal (dynamics_stage)
 
 Each stage reads what the previous one left in the workdir (the tokenizer's latest checkpoint, the
 tokenized dataset) and refuses stale inputs: the tokenized dataset carries the fingerprint of the dataset
@@ -68,11 +69,16 @@ def tokenize_stage(config, workdir: str, ds, progress: bool = True) -> tokenized
 
 
 def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
-                   max_steps_this_run: int | None = None) -> dict:
-  """Trains WM_act on the tokenized windows; evaluates open-loop imagination and the done head."""
+                   max_steps_this_run: int | None = None, stage: str = "dynamics") -> dict:
+  """Trains WM_act (stage "dynamics") or WM_goal (stage "goal": the same network conditioned on the task
+  only) on the tokenized windows; evaluates open-loop imagination and the done head, and for the goal
+  model the goal images it imagines from held-out first frames."""
+  if stage not in ("dynamics", "goal"):
+    raise ValueError(f"stage must be 'dynamics' or 'goal', got {stage!r}")
   tcfg = tokenizer_config(config)
   tok_model, tok_params, _ = load_tokenizer(config, workdir, ds)
-  mcfg = dynamics_train.dynamics_config(config, tcfg.codebook_size, tok_ds.tokens_per_frame, "action")
+  conditioning = "action" if stage == "dynamics" else "task"
+  mcfg = dynamics_train.dynamics_config(config, tcfg.codebook_size, tok_ds.tokens_per_frame, conditioning)
   model = dyn.Dynamics(mcfg)
   d = config.dynamics_train
   trn = dynamics_train.DynamicsTrainConfig(batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup,
@@ -81,7 +87,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   win = WindowConfig(batch_size=d.batch_size, window=mcfg.window, done_label=d.done_label,
                      ramp_steps=d.ramp_steps)
   loader = WindowLoader(tok_ds, "train", win, seed=config.seed)
-  state = dynamics_train.init_state(model, trn, jax.random.PRNGKey(config.seed + 1))
+  state = dynamics_train.init_state(model, trn, jax.random.PRNGKey(config.seed + (1 if stage == "dynamics" else 2)))
   step_fn = dynamics_train.make_train_step(model, trn)
   gen = generate.GenerateConfig(steps=config.generate.steps, temperature=config.generate.temperature,
                                 order=config.generate.order).validate()
@@ -98,7 +104,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
     pix = np.stack([pb[k] for k in ds.frame_keys], axis=2)  # [B, T, V, H, W, 3]
     done_b = WindowLoader(tok_ds, split, dataclasses.replace(win, batch_size=d.eval_windows), seed=8).batch(0)
     held[split] = ({k: v[keep] for k, v in tb.items()}, pix[keep], done_b)
-  last_frames = {}
+  last_frames, goal_images = {}, {}
 
   def evaluate(state) -> dict:
     out = {}
@@ -110,25 +116,34 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
         out[f"{split}/psnr"] = float(r["psnr"].mean())
         out[f"{split}/psnr_last"] = float(r["psnr"][-1])
         out[f"{split}/psnr_copy"] = float(r["psnr_copy"].mean())
-        out[f"{split}/psnr_shuffled"] = float(r["psnr_shuffled"].mean())
         out[f"{split}/gain_over_copy"] = out[f"{split}/psnr"] - out[f"{split}/psnr_copy"]
-        out[f"{split}/gain_over_shuffled"] = out[f"{split}/psnr"] - out[f"{split}/psnr_shuffled"]
+        if stage == "dynamics":
+          out[f"{split}/psnr_shuffled"] = float(r["psnr_shuffled"].mean())
+          out[f"{split}/gain_over_shuffled"] = out[f"{split}/psnr"] - out[f"{split}/psnr_shuffled"]
       dm = wm_eval.done_metrics(model, state.params, done_b)
       out.update({f"{split}/done_{k}": v for k, v in dm.items() if v is not None})
+      if stage == "goal":
+        g = wm_eval.goal_metrics(model, state.params, decode, tok_ds, ds, split, d.goal_episodes,
+                                 d.goal_max_steps, views, gen)
+        goal_images[split] = g.pop("images")
+        out.update({f"{split}/goal_{k}": v for k, v in g.items()})
     return out
 
   state, last, finished = loop.run(
-      "dynamics", workdir, state, loader, step_fn, trn.steps, evaluate, d.eval_every, d.checkpoint_every,
-      compat={"dynamics": dataclasses.asdict(mcfg), "batch_size": d.batch_size, "seed": config.seed,
+      stage, workdir, state, loader, step_fn, trn.steps, evaluate, d.eval_every, d.checkpoint_every,
+      compat={stage: dataclasses.asdict(mcfg), "batch_size": d.batch_size, "seed": config.seed,
               "tokens": tok_ds.meta["fingerprint"]},
       batch_fn=lambda b: {k: b[k] for k in ("tokens", "action", "task", "done", "mask")},
       progress=progress, max_steps_this_run=max_steps_this_run)
   if not finished:
     return {}
-  _write_videos(workdir, last_frames, context, ds)
+  if stage == "dynamics":
+    _write_videos(workdir, last_frames, context, ds)
+  for split, img in goal_images.items():
+    media.write_png(os.path.join(workdir, "images", f"goals_{split}.png"), img)
   summary = {"steps": trn.steps, "params": dyn.param_count(state.params), "context": context,
              "horizon": horizon, **last}
-  media.write_json(os.path.join(workdir, "tables", "dynamics.json"), summary)
+  media.write_json(os.path.join(workdir, "tables", f"{stage}.json"), summary)
   return summary
 
 

@@ -86,12 +86,15 @@ def test_train_world_model_tiny(tiny_dataset, tmp_path):
            f"--config.data_dir={tiny_dataset}", f"--workdir={tmp_path}", timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
   for f in ("config.json", "metrics.jsonl", "tokens/tokens.npz", "tables/tokenizer.json", "tables/dynamics.json",
-            "images/tokenizer_recon.png", "videos/imagined_val_push_cube.gif", "videos/imagined_ood_color_push_cube.gif"):
+            "images/tokenizer_recon.png", "videos/imagined_val_push_cube.gif", "videos/imagined_ood_color_push_cube.gif",
+            "tables/goal.json", "images/goals_val.png"):
     assert os.path.getsize(tmp_path / f) > 0, f
   dyn = json.loads((tmp_path / "tables/dynamics.json").read_text())
   assert {"val/psnr", "val/psnr_copy", "val/psnr_shuffled", "ood_color/psnr", "val/done_f1"} <= set(dyn)
   stages = {json.loads(ln)["stage"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()}
-  assert stages == {"tokenizer", "dynamics"}
+  assert stages == {"tokenizer", "dynamics", "goal"}
+  goal = json.loads((tmp_path / "tables/goal.json").read_text())
+  assert {"val/goal_reached", "val/goal_psnr", "val/goal_psnr_first_frame", "val/done_f1"} <= set(goal)
   # Re-running a finished workdir resumes nothing and succeeds.
   r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
            f"--config.data_dir={tiny_dataset}", f"--workdir={tmp_path}", timeout=900)
@@ -102,5 +105,5 @@ def test_train_world_model_bad_stage(tiny_dataset, tmp_path):
   r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
            f"--config.data_dir={tiny_dataset}", "--config.stages=tokenizer,policy", f"--workdir={tmp_path}",
            timeout=120)
-  assert r.returncode != 0 and "unknown stage(s) policy; valid: tokenizer, tokenize, dynamics" in r.stderr
+  assert r.returncode != 0 and "unknown stage(s) policy; valid: tokenizer, tokenize, dynamics, goal" in r.stderr
   assert "Traceback" not in r.stderr

@@ -109,3 +109,27 @@ def test_auc_and_f1():
   assert dynamics_train.auc(np.array([0.5, 0.5]), np.array([0, 1], bool)) == pytest.approx(0.5)
   assert dynamics_train.auc(scores, np.zeros(4, bool)) is None
   assert dynamics_train.f1(scores >= 0.5, labels) == pytest.approx(2 / 3)
+
+
+def test_paper_preset_builds_and_lowers():
+  """The paper-sized dynamics model (32 layers, 8 heads, d 512, 16 frames) builds and its training step
+  lowers on CPU without allocating it; its parameter count is the reference code's ~200M."""
+  from experiments.configs import world_model as wm_configs
+  from rsr.world_model.tokenizer import TokenizerConfig
+
+  c = wm_configs.get_config("paper")
+  tcfg = TokenizerConfig(channels=tuple(c.tokenizer.channels), levels=tuple(c.tokenizer.levels))
+  n = 2 * (128 // tcfg.downsample) ** 2  # two views of 16 x 16 tokens
+  mcfg = dynamics_train.dynamics_config(c, tcfg.codebook_size, n, "action")
+  assert (mcfg.layers, mcfg.heads, mcfg.d_model, mcfg.window) == (32, 8, 512, 16)
+  model = dyn.Dynamics(mcfg)
+  trn = dynamics_train.DynamicsTrainConfig(batch_size=1)
+  state = jax.eval_shape(lambda k: dynamics_train.init_state(model, trn, k), jax.random.PRNGKey(0))
+  count = dyn.param_count(state.params)
+  print(f"paper preset dynamics: {count / 1e6:.1f}M parameters")
+  assert 150e6 < count < 250e6
+  batch = {"tokens": jax.ShapeDtypeStruct((1, 16, n), jnp.int32), "action": jax.ShapeDtypeStruct((1, 16, 5), jnp.float32),
+           "task": jax.ShapeDtypeStruct((1,), jnp.int32), "done": jax.ShapeDtypeStruct((1, 16), jnp.float32),
+           "mask": jax.ShapeDtypeStruct((1, 16), bool)}
+  lowered = dynamics_train.make_train_step(model, trn).lower(state, batch)
+  assert "dot_general" in lowered.as_text()[:10_000_000]
