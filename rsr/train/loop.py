@@ -24,7 +24,7 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
         progress: bool = True, max_steps_this_run: int | None = None) -> tuple[Any, dict, bool]:
   """Runs `stage` to `steps`; returns (state, last evaluation, finished). See the module docstring.
 
-  Writes WORKDIR/checkpoints/STAGE (orbax) and `metrics.jsonl` lines {"stage": STAGE, "step", ...}.
+  Writes WORKDIR/checkpoints/STAGE (orbax), WORKDIR/tb/STAGE (TensorBoard) and `metrics.jsonl` lines {"stage": STAGE, "step", ...}.
   `max_steps_this_run` stops early as a kill would (tests of resume use it); then finished is False.
   """
   from data_pipelines.loader import LoaderState
@@ -60,6 +60,7 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
     bar.close()
     it.close()
     ckpt.close()
+    writer.close()
   if not last:  # nothing left to train: report on the restored final state
     last = dict(evaluate(state))
   return state, last, True

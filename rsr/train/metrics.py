@@ -1,7 +1,9 @@
-"""Metric writing: one JSON object per line in WORKDIR/metrics.jsonl, {"stage", "step", metrics...}.
+"""Metric writing: one JSON object per line in WORKDIR/metrics.jsonl, {"stage", "step", metrics...}, and
+the same scalars as TensorBoard events in WORKDIR/tb/STAGE (tensorboardX: no TensorFlow needed).
 
 A resumed stage continues the same file; its lines past the step it resumes from (logged by the killed run
-after its last checkpoint) are dropped first, so the file never holds two histories of one stage.
+after its last checkpoint) are dropped first, so the file never holds two histories of one stage; the
+TensorBoard writer purges those steps the same way (`purge_step`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,18 @@ class MetricsWriter:
         f.writelines(keep)
       os.replace(tmp, self.path)
 
+    from tensorboardX import SummaryWriter
+
+    self._tb = SummaryWriter(os.path.join(workdir, "tb", stage), purge_step=resume_step + 1)
+
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     rec = {"stage": self.stage, "step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(rec) + "\n")
+    for k, v in rec.items():
+      if k not in ("stage", "step") and isinstance(v, (int, float)):
+        self._tb.add_scalar(k, v, int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    self._tb.close()

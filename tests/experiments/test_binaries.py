@@ -91,6 +91,8 @@ def test_train_world_model_tiny(tiny_dataset, tmp_path):
     assert os.path.getsize(tmp_path / f) > 0, f
   dyn = json.loads((tmp_path / "tables/dynamics.json").read_text())
   assert {"val/psnr", "val/psnr_copy", "val/psnr_shuffled", "ood_color/psnr", "val/done_f1"} <= set(dyn)
+  for stage in ("tokenizer", "dynamics", "goal"):
+    assert list((tmp_path / "tb" / stage).glob("events.out.tfevents.*")), stage
   stages = {json.loads(ln)["stage"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()}
   assert stages == {"tokenizer", "dynamics", "goal"}
   goal = json.loads((tmp_path / "tables/goal.json").read_text())
