@@ -3,7 +3,9 @@
 Open loop: from C real context frames (their tokens) and the REAL actions, imagine H frames (MaskGIT with
 the cache), decode them and compare with the real frames (PSNR per imagined step). Two references:
   copy-last-frame: every future frame predicted as the last real context frame (a MaskGIT world model
-    that ignores actions and copies collapses to this; beating it is the first sign of dynamics);
+    that ignores actions and copies collapses to this; beating it is the first sign of dynamics), in
+    pixels (`psnr_copy`) and through the tokenizer (`psnr_copy_tokens`: the last context frame's tokens
+    decoded, so that both sides carry the same reconstruction error and only dynamics differ);
   shuffled actions: the same context with another window's actions; real actions must do better if the
     model listens to its actions (action control).
 Done head: teacher-forced (unmasked real tokens) done probabilities on every valid frame of held-out
@@ -81,7 +83,10 @@ def open_loop(model, params, decode, tok_batch: dict, pix_frames: np.ndarray, co
   p_shuf, _, _ = score(jnp.roll(actions, 1, axis=0))
   last = pix_frames[:, context - 1:context].astype(np.float32) / 255.0
   p_copy = np.asarray(psnr(jnp.asarray(np.broadcast_to(last, real.shape)), jnp.asarray(real))).mean(axis=(0, 2))
-  return {"psnr": p_true, "psnr_shuffled": p_shuf, "psnr_copy": p_copy, "frames": frames}
+  last_tok = np.asarray(decode(tokens[:, context - 1].reshape(b, 1, views, side, side)))
+  p_copy_tok = np.asarray(psnr(jnp.asarray(np.broadcast_to(last_tok, real.shape)), jnp.asarray(real))).mean(axis=(0, 2))
+  return {"psnr": p_true, "psnr_shuffled": p_shuf, "psnr_copy": p_copy, "psnr_copy_tokens": p_copy_tok,
+          "frames": frames}
 
 
 def done_metrics(model, params, tok_batch: dict) -> dict:

@@ -117,6 +117,8 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
         out[f"{split}/psnr_last"] = float(r["psnr"][-1])
         out[f"{split}/psnr_copy"] = float(r["psnr_copy"].mean())
         out[f"{split}/gain_over_copy"] = out[f"{split}/psnr"] - out[f"{split}/psnr_copy"]
+        out[f"{split}/psnr_copy_tokens"] = float(r["psnr_copy_tokens"].mean())
+        out[f"{split}/gain_over_copy_tokens"] = out[f"{split}/psnr"] - out[f"{split}/psnr_copy_tokens"]
         if stage == "dynamics":
           out[f"{split}/psnr_shuffled"] = float(r["psnr_shuffled"].mean())
           out[f"{split}/gain_over_shuffled"] = out[f"{split}/psnr"] - out[f"{split}/psnr_shuffled"]
