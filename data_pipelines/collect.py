@@ -39,7 +39,7 @@ from rsr.envs.tabletop import scenes as scenes_lib
 from rsr.envs.tabletop.env import STATE_DIM
 from rsr.eval import evaluate as evaluate_lib
 from rsr.eval import rollout as rollout_lib
-from rsr.utils import media
+from rsr.utils import configs, media
 
 CHUNKS = os.path.join(".collect", "chunks")
 
@@ -229,15 +229,6 @@ def task_collector(cfg: CollectConfig, task: str) -> TaskCollector:
   return TaskCollector(cfg, task)
 
 
-def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-  def write(tmp):
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-  media.atomic_write(path, write, suffix=".tmp")
-
-
 @functools.partial(jax.jit, static_argnums=1)
 def _sample_scenes(keys: jax.Array, split: str) -> scenes_lib.SceneParams:
   return jax.vmap(lambda k: scenes_lib.sample(k, split))(keys)
@@ -266,16 +257,10 @@ def _chunk_episodes(path: str, chunk: Chunk, split: str, scene_split: str, instr
     yield episode_id, rlds.episode_example(steps, meta, instruction)
 
 
-def resolved(config: Mapping[str, Any]) -> dict:
-  """The config as plain JSON values (tuples -> lists), as stored beside chunks and the dataset."""
-  return json.loads(json.dumps(dict(config)))
-
-
 def _check_same(stored_path: str, config: dict, what: str) -> None:
   with open(stored_path) as f:
     stored = json.load(f)
-  diff = [f"{k}: {stored.get(k)!r} there, {config.get(k)!r} now" for k in sorted(set(stored) | set(config))
-          if stored.get(k) != config.get(k)]
+  diff = [f"{k}: {a!r} there, {b!r} now" for k, a, b in configs.differences(stored, config)]
   if diff:
     raise ValueError(f"{what} was collected with a different config ({stored_path}): " + "; ".join(diff)
                      + ". Use another --workdir, or delete that one to start over.")
@@ -284,7 +269,7 @@ def _check_same(stored_path: str, config: dict, what: str) -> None:
 def collect(config: Mapping[str, Any], workdir: str, progress: bool = True) -> str:
   """Runs (or resumes, or confirms) the collection; returns the published dataset directory."""
   cfg = CollectConfig.from_config(config)
-  conf = resolved(config)
+  conf = configs.plain(config)
   workdir = os.path.abspath(workdir)
   final = dataset_lib.dataset_dir(workdir)
   if os.path.exists(os.path.join(final, dataset_lib.MANIFEST)):
@@ -312,7 +297,7 @@ def collect(config: Mapping[str, Any], workdir: str, progress: bool = True) -> s
     for c in todo:
       bar.set_postfix_str(c.task + (": compiling" if c.task != last else ""))
       last = c.task
-      _save_npz(path_of(c), task_collector(cfg, c.task).simulate(c))
+      media.write_npz(path_of(c), task_collector(cfg, c.task).simulate(c))
       bar.update(c.count)
   t_sim = time.time() - t0  # this run's share: chunks simulated before a kill are not counted
 

@@ -74,7 +74,7 @@ class Dataset:
   def __post_init__(self):
     self._readers: dict[str, Any] = {}
     self._lock = threading.Lock()  # a loader's prefetch thread and its owner may read at once
-    self._parser = getattr(self.features, "_example_parser_np", None)
+    self._parser = example_parser(self.features)
 
   @property
   def splits(self) -> list[str]:
@@ -123,19 +123,10 @@ class Dataset:
     discount: [L] or [L, A], "meta": episode_metadata}."""
     path, j, record = self.raw(split, i)
     try:
-      ex = self._parser.parse_example(record) if self._parser else self._decode_public(record)
+      ex = self._parser.parse_example(record)
     except Exception as e:  # a protobuf or shape error: the bytes are not an episode of this schema
       raise DatasetError(f"{path}: record {j} does not decode as an episode ({type(e).__name__}: {e})") from None
     return self._episode(ex, path, j, int(self._split(split)["episodes"]["length"][i]))
-
-  def _decode_public(self, record: bytes) -> dict:
-    ex = self.features.deserialize_example_np(record)
-    steps = ex["steps"]
-    rows = [steps[t] for t in range(len(steps))]
-    stack = lambda *xs: np.stack(xs)  # noqa: E731
-    import jax
-
-    return {"steps": jax.tree_util.tree_map(stack, *rows), "episode_metadata": ex["episode_metadata"]}
 
   def _episode(self, ex: Mapping[str, Any], path: str, j: int, length: int) -> dict[str, Any]:
     steps = ex["steps"]
@@ -155,6 +146,15 @@ class Dataset:
       raise DatasetError(f"{path}: record {j} has action of shape {out['action'].shape}; "
                          f"the manifest says {(length, self.spec.action_dim)}")
     return out
+
+
+def example_parser(features):
+  """TFDS's numpy parser of serialized examples: whole episodes as stacked arrays, no TensorFlow.
+
+  The public path (`deserialize_example_np`) returns `steps` as a lazy per-step sequence, which costs a
+  Python call per step to restack; the parser behind it is what we need (pinned TFDS version).
+  """
+  return features._example_parser_np  # pylint: disable=protected-access
 
 
 def _text(v):

@@ -86,7 +86,7 @@ def build_manifest(version_dir: str, spec: rlds.DatasetSpec, splits: list[str], 
   from array_record.python import array_record_module
 
   info = tfds.builder_from_directory(version_dir).info
-  parser = info.features._example_parser_np  # pylint: disable=protected-access
+  parser = dataset_lib.example_parser(info.features)
   out, tasks = {}, set()
   total = sum(info.splits[s].num_examples for s in splits)
   with tqdm(total=total, desc="verify", unit="ep", disable=not progress, dynamic_ncols=True) as bar:

@@ -105,14 +105,8 @@ def tokenize(ds: Dataset, encode: Callable[[np.ndarray], np.ndarray], out_dir: s
           "source": ds.path}
   arrays["meta"] = np.asarray(json.dumps(meta))
 
-  def write(tmp):
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-
   path = os.path.join(out_dir, FILE)
-  media.atomic_write(path, write, suffix=".tmp")
+  media.write_npz(path, arrays)
   return path
 
 

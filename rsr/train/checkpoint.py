@@ -15,20 +15,19 @@ from typing import Any, Mapping
 
 import orbax.checkpoint as ocp
 
-from rsr.utils import media
+from rsr.utils import configs, media
 
 
 class Checkpointer:
   def __init__(self, directory: str, compat: Mapping[str, Any], max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     os.makedirs(self.directory, exist_ok=True)
-    compat = json.loads(json.dumps(dict(compat)))  # tuples -> lists, as stored
+    compat = configs.plain(compat)
     path = os.path.join(self.directory, "compat.json")
     if os.path.exists(path):
       with open(path) as f:
         stored = json.load(f)
-      bad = [f"{k}: checkpoint has {stored.get(k)!r}, config has {compat.get(k)!r}"
-             for k in sorted(set(stored) | set(compat)) if stored.get(k) != compat.get(k)]
+      bad = [f"{k}: checkpoint has {a!r}, config has {b!r}" for k, a, b in configs.differences(stored, compat)]
       if bad:
         raise ValueError(f"the checkpoints in {self.directory} come from an incompatible config: "
                          + "; ".join(bad))

@@ -38,6 +38,16 @@ def write_text(path: str, text: str) -> str:
   return atomic_write(path, write)
 
 
+def write_npz(path: str, arrays) -> str:
+  """Uncompressed .npz, synced to disk before it is renamed into place."""
+  def write(tmp):
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+  return atomic_write(path, write, suffix=".tmp")  # a killed write leaves no stray *.npz beside it
+
+
 def write_json(path: str, obj) -> str:
   def write(tmp):
     with open(tmp, "w") as f:

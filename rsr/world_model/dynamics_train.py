@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from rsr.train.optim import adamw_cosine
 from rsr.world_model.dynamics import Dynamics, DynamicsConfig
 
 
@@ -40,10 +41,7 @@ class DynamicsState:
 
 
 def optimizer(cfg: DynamicsTrainConfig) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, max(cfg.steps, cfg.warmup + 1),
-                                                end_value=cfg.lr * 0.05)
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                     optax.adamw(schedule, b2=0.95, weight_decay=cfg.weight_decay))
+  return adamw_cosine(cfg.lr, cfg.warmup, cfg.steps, cfg.weight_decay, cfg.grad_clip, b2=0.95)
 
 
 def init_state(model: Dynamics, cfg: DynamicsTrainConfig, key: jax.Array) -> DynamicsState:

@@ -25,17 +25,12 @@ from rsr.world_model import dynamics as dyn
 from rsr.world_model import dynamics_train, generate
 from rsr.world_model import evaluate as wm_eval
 from rsr.world_model import tokenizer_train
-from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig
-
-
-def tokenizer_config(config) -> TokenizerConfig:
-  return TokenizerConfig(channels=tuple(config.tokenizer.channels), res_blocks=int(config.tokenizer.res_blocks),
-                         levels=tuple(config.tokenizer.levels))
+from rsr.world_model.tokenizer import Tokenizer
 
 
 def load_tokenizer(config, workdir: str, ds) -> tuple[Tokenizer, dict, str]:
   """The trained tokenizer: (model, params, identity string for fingerprints)."""
-  tcfg = tokenizer_config(config)
+  tcfg = tokenizer_train.tokenizer_config(config)
   directory = os.path.join(workdir, "checkpoints", "tokenizer")
   if not os.path.isdir(directory):
     raise ValueError(f"no tokenizer checkpoint in {directory}: run the 'tokenizer' stage first")
@@ -43,10 +38,7 @@ def load_tokenizer(config, workdir: str, ds) -> tuple[Tokenizer, dict, str]:
   t = config.tokenizer_train
   trn = tokenizer_train.TokenizerTrainConfig(batch_size=t.batch_size, steps=t.steps, lr=t.lr, warmup=t.warmup)
   target = tokenizer_train.init_state(model, trn, jax.random.PRNGKey(0), (ds.spec.height, ds.spec.width))
-  cameras = list(ds.frame_keys)
-  ckpt = Checkpointer(directory, compat={"tokenizer": dataclasses.asdict(tcfg),
-                                         "image": [ds.spec.height, ds.spec.width], "cameras": cameras,
-                                         "batch_size": t.batch_size, "seed": config.seed})
+  ckpt = Checkpointer(directory, compat=tokenizer_train.checkpoint_compat(config, ds))
   step = ckpt.latest_step()
   if step is None:
     raise ValueError(f"no tokenizer checkpoint in {directory}: run the 'tokenizer' stage first")
@@ -75,7 +67,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   model the goal images it imagines from held-out first frames."""
   if stage not in ("dynamics", "goal"):
     raise ValueError(f"stage must be 'dynamics' or 'goal', got {stage!r}")
-  tcfg = tokenizer_config(config)
+  tcfg = tokenizer_train.tokenizer_config(config)
   tok_model, tok_params, _ = load_tokenizer(config, workdir, ds)
   conditioning = "action" if stage == "dynamics" else "task"
   mcfg = dynamics_train.dynamics_config(config, tcfg.codebook_size, tok_ds.tokens_per_frame, conditioning)

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from rsr.train.optim import adamw_cosine
 from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig, to_unit
 
 
@@ -37,10 +38,7 @@ class TokenizerState:
 
 
 def optimizer(cfg: TokenizerTrainConfig) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, max(cfg.steps, cfg.warmup + 1),
-                                                end_value=cfg.lr * 0.05)
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                     optax.adamw(schedule, weight_decay=cfg.weight_decay))
+  return adamw_cosine(cfg.lr, cfg.warmup, cfg.steps, cfg.weight_decay, cfg.grad_clip)
 
 
 def init_state(model: Tokenizer, cfg: TokenizerTrainConfig, key: jax.Array, image_shape: tuple[int, int]
@@ -90,8 +88,16 @@ def perplexity(codes: np.ndarray, codebook_size: int) -> float:
   return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def tokenizer(config: TokenizerConfig) -> Tokenizer:
-  return Tokenizer(config)
+def tokenizer_config(config) -> TokenizerConfig:
+  """The TokenizerConfig of a world_model.py config."""
+  return TokenizerConfig(channels=tuple(config.tokenizer.channels), res_blocks=int(config.tokenizer.res_blocks),
+                         levels=tuple(config.tokenizer.levels))
+
+
+def checkpoint_compat(config, ds) -> dict:
+  """What a tokenizer checkpoint must agree on to be resumed or loaded: model, frames, batch, seed."""
+  return {"tokenizer": dataclasses.asdict(tokenizer_config(config)), "image": [ds.spec.height, ds.spec.width],
+          "cameras": list(ds.frame_keys), "batch_size": config.tokenizer_train.batch_size, "seed": config.seed}
 
 
 def _frames(batch: dict, cameras: tuple[str, ...]) -> np.ndarray:
@@ -121,8 +127,7 @@ def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: i
   from rsr.train import loop
   from rsr.utils import media
 
-  tcfg = TokenizerConfig(channels=tuple(config.tokenizer.channels), res_blocks=int(config.tokenizer.res_blocks),
-                         levels=tuple(config.tokenizer.levels))
+  tcfg = tokenizer_config(config)
   t = config.tokenizer_train
   trn = TokenizerTrainConfig(batch_size=t.batch_size, steps=t.steps, lr=t.lr, warmup=t.warmup,
                              weight_decay=t.weight_decay, grad_clip=t.grad_clip)
@@ -151,8 +156,7 @@ def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: i
 
   state, last, finished = loop.run(
       "tokenizer", workdir, state, loader, step_fn, trn.steps, evaluate, t.eval_every, t.checkpoint_every,
-      compat={"tokenizer": dataclasses.asdict(tcfg), "image": [h, w], "cameras": list(cameras),
-              "batch_size": trn.batch_size, "seed": config.seed},
+      compat=checkpoint_compat(config, ds),
       batch_fn=lambda b: _frames(b, cameras), progress=progress, max_steps_this_run=max_steps_this_run)
   if not finished:
     return {}

@@ -12,6 +12,7 @@ import pytest
 from data_pipelines import open_dataset
 from experiments.configs import world_model as wm_configs
 from rsr.world_model import pipeline, tokenizer_train
+from rsr.world_model.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_tokenizer_resume_is_exact(setup):
   assert a == b and a["val/psnr"] > 0
   assert _lines(straight, "tokenizer") == _lines(killed, "tokenizer")
   # Training learns: held-out PSNR well above the untrained tokenizer's on the same frames.
-  model = pipeline.Tokenizer(pipeline.tokenizer_config(c))
+  model = Tokenizer(tokenizer_train.tokenizer_config(c))
   init = tokenizer_train.init_state(model, tokenizer_train.TokenizerTrainConfig(), jax.random.PRNGKey(c.seed),
                                     (16, 16))
   frames = tokenizer_train._eval_frames(ds, "val", ("rgb",), c.tokenizer_train.eval_frames, 1)
