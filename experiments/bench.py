@@ -14,6 +14,14 @@ Entries:
   world_model  the cpu preset's dynamics model on random tokens: training tokens/s (one jitted step of
         --wm_batch windows), and imagination frames/s for --wm_envs environments: MaskGIT with the temporal
         cache (one frame of work per refinement) against recomputing the whole window per refinement.
+  imagination  RL inside the world model at the cpu presets (random weights: the cost does not depend on
+        them): imagined transitions/s of the fused PPO step (rsr/train/fused.py: --imag_envs environments,
+        policy -> MaskGIT frame with the cache -> decode -> endogenous reward, GAE and the PPO epochs, all
+        one compiled call) against the reference design (a gym-style Python loop over 2 environments, one
+        step per call: the policy, the next frame recomputing the whole window per refinement, pixels
+        decoded to the host and the reward computed there from the tokenizer's features), same weights,
+        same run. FLOP/s of the fused step (XLA's cost analysis per piece x how often the step runs it,
+        since XLA counts a scan's body once) over the measured dense-matmul FLOP/s of this machine (mfu).
 Speed is compared as a ratio within one run; the machine is shared and absolute numbers are noisy.
 """
 
@@ -29,7 +37,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments.common import usage_errors  # noqa: E402
 
-BENCHES = ("sim", "data", "world_model")
+BENCHES = ("sim", "data", "world_model", "imagination")
 _ONLY = flags.DEFINE_string("only", ",".join(BENCHES), f"Comma list of entries to run: {', '.join(BENCHES)}.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the JSON figures.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Environments stepped in parallel.")
@@ -44,6 +52,20 @@ _WINDOW = flags.DEFINE_integer("window", 16, "data: frames per window.")
 _DATA_STEPS = flags.DEFINE_integer("data_steps", 50, "data: batches timed per measurement.")
 _WM_PRESET = flags.DEFINE_string("wm_preset", "cpu", "world_model: preset of configs/world_model.py.")
 _WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagined in parallel.")
+_IMAG_ENVS = flags.DEFINE_integer("imag_envs", 256, "imagination: environments of the fused step.")
+_IMAG_REF_STEPS = flags.DEFINE_integer("imag_reference_steps", 6, "imagination: steps timed on the reference loop.")
+
+
+def _timed_steps(step, state, *args, repeats: int = 3):
+  """(state, mean seconds per call) of a state-threading step after one warm-up (compilation) call."""
+  import jax
+  state, m = step(state, *args)
+  jax.block_until_ready(m)
+  t = time.perf_counter()
+  for _ in range(repeats):
+    state, m = step(state, *args)
+  jax.block_until_ready(m)
+  return state, (time.perf_counter() - t) / repeats
 
 
 def _timed(fn, *args, repeats: int = 3) -> float:
@@ -202,14 +224,7 @@ def bench_world_model(preset: str, envs: int) -> dict:
   key = jax.random.PRNGKey(1)
   batch = {"tokens": jax.random.randint(key, (b, w, n), 0, mcfg.vocab), "action": jnp.zeros((b, w, 5)),
            "task": jnp.zeros((b,), jnp.int32), "done": jnp.zeros((b, w)), "mask": jnp.ones((b, w), bool)}
-  state, m = step(state, batch)  # compile
-  jax.block_until_ready(m)
-  reps = 3
-  t = time.perf_counter()
-  for _ in range(reps):
-    state, m = step(state, batch)
-  jax.block_until_ready(m)
-  train_time = (time.perf_counter() - t) / reps
+  state, train_time = _timed_steps(step, state, batch)
   params = state.params
   gen = generate.GenerateConfig(steps=c.generate.steps, temperature=0.0)
   cache = dyn.init_cache(mcfg, envs)
@@ -240,8 +255,7 @@ def bench_world_model(preset: str, envs: int) -> dict:
   window_tokens = jax.random.randint(key, (envs, w - 1, n), 0, mcfg.vocab)
   t_cached = _timed(cached, params, cache, key)
   t_uncached = _timed(uncached, params, window_tokens, key)
-  flops = jax.jit(step).lower(state, batch).compile().cost_analysis()
-  flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
+  flops = _flops(step, state, batch)
   return {
       "preset": preset, "params": dyn.param_count(params), "window": w, "tokens_per_frame": n,
       "train_batch": b, "train_step_s": train_time, "train_tokens_per_s": b * w * n / train_time,
@@ -253,6 +267,157 @@ def bench_world_model(preset: str, envs: int) -> dict:
   }
 
 
+def matmul_flops_per_s(n: int = 1024, repeats: int = 5) -> float:
+  """Dense f32 matmul FLOP/s of this machine now (the denominator of compute efficiency)."""
+  import jax
+  import jax.numpy as jnp
+
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  mm = jax.jit(lambda x: x @ x)
+  return 2.0 * n ** 3 / _timed(mm, a, repeats=repeats)
+
+
+def _flops(fn, *args) -> float:
+  """XLA's FLOP count of one call of fn(*args) (a scan's body counts once: callers multiply)."""
+  import jax
+  ca = jax.jit(fn).lower(*args).compile().cost_analysis()
+  return float((ca[0] if isinstance(ca, list) else ca).get("flops", float("nan")))
+
+
+def bench_imagination(envs: int, reference_steps: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from experiments.configs import policy as policy_configs
+  from experiments.configs import world_model as wm_configs
+  from rsr.agents import ppo
+  from rsr.agents.networks import ActorCritic, init_params
+  from rsr.envs import wrappers
+  from rsr.train import fused, policy
+  from rsr.world_model import dynamics as dyn
+  from rsr.world_model import dynamics_train, generate
+  from rsr.world_model import env as wm_env
+  from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig
+
+  wc, pc = wm_configs.get_config("cpu"), policy_configs.get_config("cpu")
+  pc.ppo.num_envs, pc.ppo.updates_per_call = envs, 1
+  tcfg = TokenizerConfig(channels=tuple(wc.tokenizer.channels), levels=tuple(wc.tokenizer.levels))
+  side, hw = 64 // tcfg.downsample, 64
+  mcfg = dynamics_train.dynamics_config(wc, tcfg.codebook_size, side * side, "action")
+  tok, model = Tokenizer(tcfg), dyn.Dynamics(mcfg)
+  key = jax.random.PRNGKey(0)
+  tok_params = tok.init(key, jnp.zeros((1, hw, hw, 3), jnp.uint8))
+  dyn_params = dynamics_train.init_state(model, dynamics_train.DynamicsTrainConfig(), key).params
+  n, c = mcfg.tokens_per_frame, pc.wm_env.context
+  bank = wm_env.StartBank(context=jax.random.randint(key, (64, c, n), 0, mcfg.vocab),
+                          actions=jnp.zeros((64, c, 5)), task=jnp.zeros((64,), jnp.int32),
+                          goal=jax.random.randint(jax.random.PRNGKey(1), (64, n), 0, mcfg.vocab))
+  gen = generate.GenerateConfig(steps=wc.generate.steps, temperature=0.0)
+  ecfg = wm_env.WMEnvConfig(horizon=pc.wm_env.horizon, reward=policy.reward_config(pc), generate=gen)
+  parts = wm_env.WMParts(dynamics=model, tokenizer=tok)
+  env_params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params)
+  make_env = lambda p: wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(  # noqa: E731
+      wm_env.WorldModelEnv(parts, p, bank, ecfg))), reuse_first=pc.wm_env.reset == "first")
+  acfg = policy.agent_config(pc)
+  agent = ActorCritic(acfg)
+  params = init_params(acfg, key, (hw, hw))
+  fcfg = policy.ppo_config(pc)
+  opt = ppo.make_optimizer(fcfg.ppo)
+  state = jax.jit(lambda ep: fused.init_state(make_env(ep), params, opt, key, jnp.zeros((envs,), jnp.int32),
+                                              envs))(env_params)
+  step = fused.make_fused_step(make_env, agent.apply, opt, fcfg)
+  state, t_fused = _timed_steps(step, state, env_params, repeats=2)
+  transitions = envs * fcfg.rollout_len
+
+  # FLOPs of one call, piece by piece: T x (policy + env step), the bootstrap value, E x M minibatch updates.
+  plain = wrappers.Vmap(wrappers.EpisodeStats(wm_env.WorldModelEnv(parts, env_params, bank, ecfg)))
+
+  def act_step(p, s, k):
+    obs = fused.policy_obs(s.obs, False)
+    mean, log_std, _ = agent.apply(p, obs)
+    raw, _ = ppo.sample_action(k, mean, log_std)
+    return plain.step(s, jnp.clip(raw, -1, 1))
+
+  s0 = jax.jit(lambda k: plain.reset(jax.random.split(k, envs), jnp.zeros((envs,), jnp.int32)))(key)
+  f_step = _flops(act_step, params, s0, key)
+  f_value = _flops(agent.apply, params, fused.policy_obs(s0.obs, False))
+  mb = transitions // fcfg.ppo.minibatches
+  batch = {"obs": {"rgb": jnp.zeros((mb, hw, hw, 3), jnp.uint8), "task": jnp.zeros((mb,), jnp.int32)},
+           "action": jnp.zeros((mb, 5)), "log_prob": jnp.zeros((mb,)), "value": jnp.zeros((mb,)),
+           "advantage": jnp.ones((mb,)), "return": jnp.ones((mb,))}
+
+  def update(p, o, b):
+    g = jax.grad(lambda q: ppo.ppo_loss(agent.apply, q, b, fcfg.ppo)[0])(p)
+    u, o = opt.update(g, o, p)
+    return u, o
+
+  f_update = _flops(update, params, opt.init(params), batch)
+  flops = (fcfg.rollout_len * f_step + f_value
+           + fcfg.ppo.epochs * fcfg.ppo.minibatches * f_update)
+
+  # The reference design: 2 environments, a Python loop, one step per call, no cache, reward on the host.
+  ref_envs, w = 2, mcfg.window
+  act = jax.jit(lambda p, o: agent.apply(p, o)[0])
+
+  @jax.jit
+  def next_frame(p, window_tokens, actions):
+    toks = jnp.concatenate([window_tokens, jnp.full((ref_envs, 1, n), mcfg.mask_id)], axis=1)
+    task = jnp.zeros((ref_envs,), jnp.int32)
+    for s_ in range(gen.steps):  # every refinement re-runs the whole window
+      logits, _ = model.apply(p, toks, actions, task)
+      new = jnp.argmax(logits[:, -1], -1)
+      conf = jnp.max(jax.nn.log_softmax(logits[:, -1]), -1)
+      masked = toks[:, -1] == mcfg.mask_id
+      conf = jnp.where(masked, conf, jnp.inf)
+      th = jnp.sort(conf, -1)[:, n - generate.fixed_after(s_, gen.steps, n)][:, None]
+      toks = toks.at[:, -1].set(jnp.where(masked & (conf >= th), new, toks[:, -1]))
+    _, done = model.apply(p, toks, actions, task)
+    return toks[:, -1], jax.nn.sigmoid(done[:, -1])
+
+  decode = jax.jit(lambda p, t: tok.apply(p, t.reshape(ref_envs, side, side), method=Tokenizer.decode))
+  feats = jax.jit(lambda p, x: tok.apply(p, x, method=Tokenizer.features))
+  goal = np.asarray(decode(tok_params, bank.goal[:ref_envs]))
+  goal_f = [np.asarray(f) for f in feats(tok_params, jnp.asarray(goal))]
+  window = [np.asarray(bank.context[:ref_envs, 0])] * (w - 1)
+  acts = np.zeros((ref_envs, w, 5), np.float32)
+  frame = (goal * 255).astype(np.uint8)
+  task = np.zeros((ref_envs,), np.int32)
+
+  def ref_step():
+    nonlocal frame, window
+    a = np.clip(np.asarray(act(params, {"rgb": frame, "task": task})), -1, 1)
+    acts[:, :-1], acts[:, -1] = acts[:, 1:], a
+    toks, done = next_frame(dyn_params, np.stack(window, 1), acts)
+    pix = np.asarray(decode(tok_params, toks))
+    f = [np.asarray(x) for x in feats(tok_params, jnp.asarray(pix))]
+    d = np.mean([np.mean(np.sum((x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)
+                                 - y / (np.linalg.norm(y, axis=-1, keepdims=True) + 1e-8)) ** 2, -1), (1, 2)) / 4
+                 for x, y in zip(f, goal_f, strict=True)], axis=0)
+    reward = 1 - d + 10 * (np.asarray(done) >= 0.9)
+    window = window[1:] + [np.asarray(toks)]
+    frame = (pix * 255).astype(np.uint8)
+    return reward
+
+  ref_step()  # compile
+  t = time.perf_counter()
+  for _ in range(reference_steps):
+    ref_step()
+  t_ref = (time.perf_counter() - t) / reference_steps
+  mm = matmul_flops_per_s()
+  fused_rate, loop_rate = transitions / t_fused, ref_envs / t_ref
+  return {
+      "envs": envs, "rollout_len": fcfg.rollout_len, "epochs": fcfg.ppo.epochs,
+      "minibatches": fcfg.ppo.minibatches, "window": w, "tokens_per_frame": n,
+      "maskgit_steps": gen.steps, "fused_call_s": t_fused,
+      "fused_steps_per_s": fused_rate, "loop_steps_per_s": loop_rate, "ratio": fused_rate / loop_rate,
+      "flops_per_call": flops, "flops_per_s": flops / t_fused, "matmul_flops_per_s": mm,
+      "mfu": flops / t_fused / mm,
+      "flops_share": {"rollout": fcfg.rollout_len * f_step / flops,
+                      "updates": fcfg.ppo.epochs * fcfg.ppo.minibatches * f_update / flops},
+  }
+
+
 def main(argv):
   del argv
   with usage_errors():
@@ -261,7 +426,7 @@ def main(argv):
     if bad or not only:
       raise ValueError(f"unknown benchmark(s) {bad or _ONLY.value!r}; valid: {', '.join(BENCHES)}")
     for name in ("batch", "image_size", "steps", "reference_steps", "data_episodes", "data_batch", "window",
-                 "data_steps"):
+                 "data_steps", "imag_envs", "imag_reference_steps"):
       if getattr(flags.FLAGS, name) <= 0:
         raise ValueError(f"--{name} must be positive, got {getattr(flags.FLAGS, name)}")
     from rsr.envs import TASK_NAMES
@@ -297,6 +462,15 @@ def main(argv):
     print(f"world_model: training {w['train_tokens_per_s']:.0f} tokens/s ({w['train_windows_per_s']:.1f} "
           f"windows/s, {w['train_gflop_per_s']:.0f} GFLOP/s); imagination {w['imagined_frames_per_s']:.1f} "
           f"frames/s cached vs {w['uncached_frames_per_s']:.1f} uncached ({w['cache_speedup']:.1f}x)")
+  if "imagination" in only:
+    print(f"imagination: fused PPO step over {_IMAG_ENVS.value} imagined environments vs the reference loop "
+          "(compiling...)", flush=True)
+    with usage_errors():
+      results["imagination"] = bench_imagination(_IMAG_ENVS.value, _IMAG_REF_STEPS.value)
+    r = results["imagination"]
+    print(f"imagination: fused {r['fused_steps_per_s']:.1f} transitions/s vs reference loop "
+          f"{r['loop_steps_per_s']:.2f} ({r['ratio']:.1f}x); {r['flops_per_s'] / 1e9:.1f} GFLOP/s of "
+          f"{r['matmul_flops_per_s'] / 1e9:.1f} matmul GFLOP/s (mfu {r['mfu']:.2f})")
   if _OUT.value:
     from rsr.utils import media
     media.write_json(_OUT.value, results)

@@ -19,3 +19,12 @@ def usage_errors():
     yield
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+
+
+def parse_stages(value: str, valid: tuple[str, ...]) -> list[str]:
+  """A comma list of stage names -> the list; a ValueError names the unknown ones and the valid ones."""
+  stages = [s.strip() for s in value.split(",") if s.strip()]
+  bad = [s for s in stages if s not in valid]
+  if bad or not stages:
+    raise ValueError(f"unknown stage(s) {', '.join(bad) or repr(value)}; valid: {', '.join(valid)}")
+  return stages

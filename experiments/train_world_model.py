@@ -4,7 +4,7 @@ r"""Trains the world model in stages, each resumable: re-running the same comman
         --config.data_dir=runs/data --workdir=runs/world_model
 
 Stages (config.stages, in order): tokenizer, tokenize (the derived token dataset), dynamics (WM_act),
-goal (WM_goal). Writes into the workdir: config.json, checkpoints/STAGE/
+goal (WM_goal), reward (the learned reward head of the exogenous-reward baseline). Writes into the workdir: config.json, checkpoints/STAGE/
 (orbax), metrics.jsonl, images/, tables/. A checkpoint from an incompatible config is refused, naming the
 mismatched fields; a dataset that does not match is refused, naming the file or field.
 """
@@ -17,7 +17,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.common import usage_errors
+from experiments.common import parse_stages, usage_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "world_model.py") + ":cpu",
@@ -36,10 +36,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   c = _CONFIG.value
   with usage_errors():
-    stages = [s.strip() for s in c.stages.split(",") if s.strip()]
-    bad = [s for s in stages if s not in STAGES]
-    if bad or not stages:
-      raise ValueError(f"unknown stage(s) {', '.join(bad) or repr(c.stages)}; valid: {', '.join(STAGES)}")
+    stages = parse_stages(c.stages, STAGES)
     ds = open_dataset(c.data_dir)
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
@@ -50,12 +47,15 @@ def main(argv):
     if "tokenizer" in stages:
       print("tokenizer: " + json.dumps(tokenizer_train.train(c, workdir, ds)))
     tok_ds = None
-    if {"tokenize", "dynamics", "goal"} & set(stages):
+    if {"tokenize", "dynamics", "goal", "reward"} & set(stages):
       tok_ds = pipeline.tokenize_stage(c, workdir, ds)
       print(f"tokens: {tok_ds.path} ({tok_ds.tokens_per_frame} tokens per frame)")
     for stage in ("dynamics", "goal"):
       if stage in stages:
         print(f"{stage}: " + json.dumps(pipeline.dynamics_stage(c, workdir, ds, tok_ds, stage=stage)))
+    if "reward" in stages:
+      from rsr.rewards import learned
+      print("reward: " + json.dumps(learned.reward_stage(c, workdir, tok_ds)))
   print(f"workdir: {workdir}")
 
 

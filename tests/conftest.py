@@ -97,3 +97,20 @@ def tiny_dataset(tmp_path_factory) -> str:
   workdir = tmp_path_factory.mktemp("tiny_collect")
   collect.collect(tiny_collect_config(), str(workdir), progress=False)
   return str(workdir)
+
+
+@pytest.fixture(scope="session")
+def tiny_world_model(tiny_dataset, tmp_path_factory) -> str:
+  """A tiny world model (every stage of experiments.train_world_model, run as a user runs it) trained on
+  `tiny_dataset`; returns its workdir. Tests must not modify it."""
+  import subprocess
+  import sys
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path_factory.mktemp("tiny_world_model")
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  r = subprocess.run([sys.executable, "-m", "experiments.train_world_model",
+                      "--config=experiments/configs/world_model.py:tiny", f"--config.data_dir={tiny_dataset}",
+                      f"--workdir={workdir}"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return str(workdir)

@@ -7,14 +7,15 @@ paper  128x128 frames (front + wrist) -> 16x16 tokens per view, levels (8, 8, 8,
 
 Stages run in order, each resumable: `tokenizer` (train it; WORKDIR/checkpoints/tokenizer), `tokenize`
 (the derived dataset WORKDIR/tokens/tokens.npz), `dynamics` (WM_act; WORKDIR/checkpoints/dynamics),
-`goal` (WM_goal, the same network conditioned on the task only; WORKDIR/checkpoints/goal). The goal
-model trains with the dynamics settings (dynamics, dynamics_train).
+`goal` (WM_goal, the same network conditioned on the task only; WORKDIR/checkpoints/goal), `reward` (the
+learned reward head of the exogenous-reward baseline, on the dataset's handcrafted rewards;
+WORKDIR/checkpoints/reward). The goal model trains with the dynamics settings (dynamics, dynamics_train).
 """
 
 import ml_collections
 
 PRESETS = ("tiny", "cpu", "paper")
-STAGES = ("tokenizer", "tokenize", "dynamics", "goal")
+STAGES = ("tokenizer", "tokenize", "dynamics", "goal", "reward")
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
@@ -50,6 +51,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   d.mlp_ratio = 4
   d.window = {"tiny": 4, "cpu": 6, "paper": 16}[preset]
   d.action_conditioning = "cross"  # the paper's per-dimension action tokens; "additive" is cheaper
+  # The previous frame's tokens as a direct input (a copy path; not in the paper, see dynamics.py).
+  d.prev_frame_input = preset != "paper"
 
   dt = c.dynamics_train = ml_collections.ConfigDict()
   dt.batch_size = {"tiny": 4, "cpu": 8, "paper": 64}[preset]
@@ -68,6 +71,16 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   dt.eval_horizon = {"tiny": 4, "cpu": 8, "paper": 8}[preset]
   dt.goal_episodes = {"tiny": 4, "cpu": 32, "paper": 128}[preset]  # WM_goal evaluation
   dt.goal_max_steps = {"tiny": 6, "cpu": 40, "paper": 80}[preset]
+
+  r = c.reward_head = ml_collections.ConfigDict()  # rsr/rewards/learned.py
+  r.d_model = {"tiny": 16, "cpu": 64, "paper": 128}[preset]
+  r.hidden = {"tiny": 32, "cpu": 128, "paper": 256}[preset]
+  r.batch_size = {"tiny": 16, "cpu": 64, "paper": 256}[preset]
+  r.steps = {"tiny": 20, "cpu": 1000, "paper": 20_000}[preset]
+  r.lr = 1e-3
+  r.warmup = {"tiny": 2, "cpu": 50, "paper": 500}[preset]
+  r.eval_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
+  r.checkpoint_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
 
   g = c.generate = ml_collections.ConfigDict()
   g.steps = 2  # MaskGIT refinement steps per imagined frame (the paper: 2)

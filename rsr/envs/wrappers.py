@@ -77,19 +77,36 @@ class AutoReset(Wrapper):
   After a step where an environment is done, its State holds the NEW episode's first observation, while
   reward, done and info["success"] still describe the step that ended the old one (gymnax convention).
   The last-episode statistics of EpisodeStats survive the reset.
+
+  reuse_first: instead of computing a reset, restore the environment's first state (kept from `reset`),
+  as Brax's auto-reset does: every episode of one environment starts where its first did. For an env
+  whose reset is as costly as many steps (the world model observes its context frames and decodes the
+  goal) this removes the reset from the loop; diversity then comes from the batch (each environment drew
+  its own start).
   """
+
+  def __init__(self, env: core.Env, reuse_first: bool = False):
+    super().__init__(env)
+    self.reuse_first = reuse_first
 
   def reset(self, keys, scenes):
     s = self.env.reset(keys, scenes)
     k_next = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    return s.replace(info=dict(s.info, reset_key=k_next, scene=scenes))
+    info = dict(s.info, reset_key=k_next, scene=scenes)
+    if self.reuse_first:
+      info["first"] = (s.obs, s.inner, {k: v for k, v in s.info.items() if not k.startswith("last_")})
+    return s.replace(info=info)
 
   def step(self, states, actions):
     s = self.env.step(states, actions)
     keys, scenes = states.info["reset_key"], states.info["scene"]
 
     def do_reset(s):
-      fresh = self.env.reset(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys), scenes)
+      if self.reuse_first:
+        obs, inner, info = states.info["first"]
+        fresh = core.State(obs=obs, reward=s.reward, done=s.done, info=info, inner=inner)
+      else:
+        fresh = self.env.reset(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys), scenes)
       done = s.done
 
       def pick(new, old):
@@ -107,7 +124,10 @@ class AutoReset(Wrapper):
 
     s = jax.lax.cond(jnp.any(s.done), do_reset, lambda s: s, s)
     next_keys = jax.vmap(lambda k, d: jnp.where(d, jax.random.fold_in(k, 1), k))(keys, s.done)
-    return s.replace(info=dict(s.info, reset_key=next_keys, scene=scenes))
+    info = dict(s.info, reset_key=next_keys, scene=scenes)
+    if self.reuse_first:
+      info["first"] = states.info["first"]
+    return s.replace(info=info)
 
 
 def _last_keys(info: dict[str, Any]) -> list[str]:

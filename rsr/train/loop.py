@@ -1,9 +1,11 @@
 """The resumable training loop every stage shares: restore, step, log, evaluate, checkpoint.
 
 A stage hands over its initial state (a pytree with an integer `step` field), a jitted step
-`(state, batch) -> (state, metrics)`, a `WindowLoader`, and an evaluation `state -> metrics`. Resuming
-restores the state AND the loader's position from the latest checkpoint, so the batches, and therefore
-the losses, after a resume are those of an uninterrupted run.
+`(state, batch) -> (state, metrics)`, a `WindowLoader` (or None for a stage that makes its own data, such
+as PPO: its batch is then None), and an evaluation `state -> metrics`. Resuming restores the state AND the
+loader's position from the latest checkpoint, so the batches, and therefore the losses, after a resume are
+those of an uninterrupted run. A non-finite `loss` stops the stage with an error before anything is logged
+or saved, so the latest checkpoint is always the last good state.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
   from data_pipelines.loader import LoaderState
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", stage), compat=compat)
+  loader = loader if loader is not None else _NoData()
   loader_state = loader.init_state()
   if ckpt.latest_step() is not None:
     state, extra = ckpt.restore(state)
@@ -46,6 +49,10 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
       batch, loader_state = next(it)
       state, m = step_fn(state, batch_fn(batch))
       done = s + 1
+      if "loss" in m and not np.isfinite(float(m["loss"])):
+        raise FloatingPointError(
+            f"{stage}: the loss is {float(m['loss'])} at step {done}; stopped without saving. The latest "
+            f"checkpoint in {ckpt.directory} (step {ckpt.latest_step()}) is the last good state")
       if done % log_every == 0 or done == steps:
         m = {k: float(v) for k, v in m.items()}
         writer.write(done, {f"train/{k}": v for k, v in m.items()})
@@ -64,3 +71,22 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
   if not last:  # nothing left to train: report on the restored final state
     last = dict(evaluate(state))
   return state, last, True
+
+
+class _NoData:
+  """The loader of a stage without a dataset: batches are None, the position is the step."""
+
+  def init_state(self):
+    from data_pipelines.loader import LoaderState
+    return LoaderState(step=np.asarray(0, np.int64))
+
+  def iterate(self, state):
+    from data_pipelines.loader import LoaderState
+
+    def gen():
+      step = int(state.step)
+      while True:
+        step += 1
+        yield None, LoaderState(step=np.asarray(step, np.int64))
+
+    return gen()

@@ -15,6 +15,10 @@ task i32[B]. Each block (as in Genie / the paper's ST-MaskGIT):
      (rotary position encoding over time, so a sliding cache of past frames stays exact)
   -> MLP.
 The goal model uses the same network with `conditioning="task"` (no action input).
+With `prev_frame_input`, every token position of frame t also adds an embedding of frame t - 1's token at
+that position (a "no frame" id for the first frame). The paper's network reaches the previous frame only
+through temporal attention; at our small scales that path is learned slowly and imagined frames lost detail
+that copying keeps, so this direct path makes "unchanged" the easy default and the capacity goes to motion.
 Done head: Linear(d, 64) -> ReLU -> Linear(64, 1) on the frame's mean-pooled features (the paper's head).
 
 The cache holds every layer's temporal keys/values of the last `window` frames, so an imagined frame
@@ -46,6 +50,9 @@ class DynamicsConfig:
   window: int = 8  # frames per training window = frames kept in the imagination cache
   action_conditioning: str = "cross"  # "cross" (per-dimension action tokens) or "additive"
   conditioning: str = "action"  # "action" (WM_act) or "task" (WM_goal)
+  # Each frame's token positions also embed the previous frame's token there (a direct copy path;
+  # the temporal attention then spends itself on what changes). Not in the paper; see the docstring.
+  prev_frame_input: bool = False
 
   @property
   def mask_id(self) -> int:
@@ -163,13 +170,14 @@ class Cache:
   v: jax.Array  # f32[L, B, N, W, H, dh]
   valid: jax.Array  # bool[B, W] slot holds a frame
   pos: jax.Array  # i32[B] position of the next frame
+  last: jax.Array  # i32[B, N] tokens of the newest frame (read when valid[:, -1])
 
 
 def init_cache(cfg: DynamicsConfig, batch: int) -> Cache:
   shape = (cfg.layers, batch, cfg.tokens_per_frame, cfg.window - 1, cfg.heads, cfg.head_dim)
   # W - 1 past frames + the new one = the training window, so imagination sees what training saw.
   return Cache(k=jnp.zeros(shape), v=jnp.zeros(shape), valid=jnp.zeros((batch, cfg.window - 1), bool),
-               pos=jnp.zeros((batch,), jnp.int32))
+               pos=jnp.zeros((batch,), jnp.int32), last=jnp.zeros((batch, cfg.tokens_per_frame), jnp.int32))
 
 
 class Dynamics(nn.Module):
@@ -179,6 +187,8 @@ class Dynamics(nn.Module):
     cfg = self.cfg.validate()
     d = cfg.d_model
     self.token_emb = nn.Embed(cfg.vocab + 1, d)
+    if cfg.prev_frame_input:
+      self.prev_emb = nn.Embed(cfg.vocab + 1, d)  # id `vocab`: no previous frame
     self.spatial_pos = self.param("spatial_pos", nn.initializers.normal(0.02), (cfg.tokens_per_frame, d))
     self.task_emb = nn.Embed(cfg.num_tasks, d)
     if cfg.conditioning == "action":
@@ -206,8 +216,10 @@ class Dynamics(nn.Module):
       return jnp.where(has_action[..., None, None], tok, self.no_action)
     return jnp.where(has_action[..., None], self.act_proj(prev_action), self.no_action)
 
-  def _embed(self, tokens, task, add):
+  def _embed(self, tokens, task, add, prev_tokens):
     x = self.token_emb(tokens) + self.spatial_pos + self.task_emb(task)[..., None, :]
+    if self.cfg.prev_frame_input:
+      x = x + self.prev_emb(prev_tokens)
     if add is not None:  # additive action embedding
       x = x + add[..., None, :]
     return x
@@ -217,15 +229,18 @@ class Dynamics(nn.Module):
     done = self.done_out(nn.relu(self.done_hidden(jnp.mean(x, axis=-2))))[..., 0]
     return self.logits(x), done
 
-  def __call__(self, tokens, actions, task):
-    """tokens i32[B, T, N], actions f32[B, T, A] (taken at each frame), task i32[B]
+  def __call__(self, tokens, actions, task, targets=None):
+    """tokens i32[B, T, N] (mask ids where masked), actions f32[B, T, A] (taken at each frame), task i32[B],
+    targets i32[B, T, N] the unmasked tokens (the previous-frame input; default `tokens`)
     -> (logits f32[B, T, N, vocab], done_logit f32[B, T]). Frame 0 is conditioned on no action."""
     b, t, _ = tokens.shape
+    targets = tokens if targets is None else targets
+    prev_tokens = jnp.concatenate([jnp.full_like(targets[:, :1], self.cfg.vocab), targets[:, :-1]], axis=1)
     prev = jnp.concatenate([jnp.zeros_like(actions[:, :1]), actions[:, :-1]], axis=1)
     has = jnp.broadcast_to(np.arange(t) > 0, (b, t))
     act = self._action(prev, has)
     cross = act if (act is not None and act.ndim == 4) else None
-    x = self._embed(tokens, task[:, None], act if cross is None else None)
+    x = self._embed(tokens, task[:, None], act if cross is None else None, prev_tokens)
     pos = jnp.arange(t)
     for blk in self.blocks:
       x = blk(x, cross, pos)
@@ -240,7 +255,8 @@ class Dynamics(nn.Module):
     """
     act = self._action(prev_action, has_action)
     cross = act if (act is not None and act.ndim == 3) else None
-    x = self._embed(tokens, task, act if cross is None else None)
+    prev_tokens = jnp.where(cache.valid[:, -1:], cache.last, self.cfg.vocab)
+    x = self._embed(tokens, task, act if cross is None else None, prev_tokens)
     ks, vs = [], []
     for i, blk in enumerate(self.blocks):
       x, k_new, v_new = blk.step(x, cross, cache.pos, cache.k[i], cache.v[i], cache.valid)
@@ -248,16 +264,17 @@ class Dynamics(nn.Module):
       vs.append(v_new)
     logits, done = self._heads(x)
     if write:
-      cache = append(cache, jnp.stack(ks), jnp.stack(vs))
+      cache = append(cache, jnp.stack(ks), jnp.stack(vs), tokens)
     return cache, done, logits
 
 
-def append(cache: Cache, k_new: jax.Array, v_new: jax.Array) -> Cache:
-  """Pushes one frame's keys/values [L, B, N, H, dh] into the cache, dropping the oldest when full."""
+def append(cache: Cache, k_new: jax.Array, v_new: jax.Array, tokens: jax.Array) -> Cache:
+  """Pushes one frame's keys/values [L, B, N, H, dh] and tokens i32[B, N] into the cache, dropping the
+  oldest frame when full."""
   k = jnp.concatenate([cache.k[:, :, :, 1:], k_new[:, :, :, None]], axis=3)
   v = jnp.concatenate([cache.v[:, :, :, 1:], v_new[:, :, :, None]], axis=3)
   valid = jnp.concatenate([cache.valid[:, 1:], jnp.ones_like(cache.valid[:, :1])], axis=1)
-  return Cache(k=k, v=v, valid=valid, pos=cache.pos + 1)
+  return Cache(k=k, v=v, valid=valid, pos=cache.pos + 1, last=tokens)
 
 
 def reset_cache(cache: Cache, which: jax.Array) -> Cache:

@@ -66,7 +66,7 @@ def losses(model: Dynamics, params, batch: dict, key: jax.Array, done_weight: fl
   valid = batch["mask"]
   masked = sample_mask(key, tokens.shape) & valid[..., None]
   inputs = jnp.where(masked, model.cfg.mask_id, tokens)
-  logits, done_logit = model.apply(params, inputs, batch["action"], batch["task"])
+  logits, done_logit = model.apply(params, inputs, batch["action"], batch["task"], tokens)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
   n_masked = jnp.maximum(masked.sum(), 1)
   ce = jnp.sum(ce * masked) / n_masked
@@ -123,4 +123,5 @@ def dynamics_config(config, vocab: int, tokens_per_frame: int, conditioning: str
   d = config.dynamics
   return DynamicsConfig(vocab=vocab, tokens_per_frame=tokens_per_frame, d_model=d.d_model, layers=d.layers,
                         heads=d.heads, mlp_ratio=d.mlp_ratio, window=d.window,
-                        action_conditioning=d.action_conditioning, conditioning=conditioning).validate()
+                        action_conditioning=d.action_conditioning, conditioning=conditioning,
+                        prev_frame_input=d.get("prev_frame_input", False)).validate()

@@ -73,9 +73,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   mcfg = dynamics_train.dynamics_config(config, tcfg.codebook_size, tok_ds.tokens_per_frame, conditioning)
   model = dyn.Dynamics(mcfg)
   d = config.dynamics_train
-  trn = dynamics_train.DynamicsTrainConfig(batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup,
-                                           weight_decay=d.weight_decay, grad_clip=d.grad_clip,
-                                           done_weight=d.done_weight)
+  trn = _train_config(config)
   win = WindowConfig(batch_size=d.batch_size, window=mcfg.window, done_label=d.done_label,
                      ramp_steps=d.ramp_steps)
   loader = WindowLoader(tok_ds, "train", win, seed=config.seed)
@@ -125,8 +123,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
 
   state, last, finished = loop.run(
       stage, workdir, state, loader, step_fn, trn.steps, evaluate, d.eval_every, d.checkpoint_every,
-      compat={stage: dataclasses.asdict(mcfg), "batch_size": d.batch_size, "seed": config.seed,
-              "tokens": tok_ds.meta["fingerprint"]},
+      compat=_dynamics_compat(config, mcfg, tok_ds, stage),
       batch_fn=lambda b: {k: b[k] for k in ("tokens", "action", "task", "done", "mask")},
       progress=progress, max_steps_this_run=max_steps_this_run)
   if not finished:
@@ -139,6 +136,38 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
              "horizon": horizon, **last}
   media.write_json(os.path.join(workdir, "tables", f"{stage}.json"), summary)
   return summary
+
+
+def _train_config(config) -> dynamics_train.DynamicsTrainConfig:
+  d = config.dynamics_train
+  return dynamics_train.DynamicsTrainConfig(batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup,
+                                            weight_decay=d.weight_decay, grad_clip=d.grad_clip,
+                                            done_weight=d.done_weight)
+
+
+def _dynamics_compat(config, mcfg: dyn.DynamicsConfig, tok_ds, stage: str) -> dict:
+  return {stage: dataclasses.asdict(mcfg), "batch_size": config.dynamics_train.batch_size, "seed": config.seed,
+          "tokens": tok_ds.meta["fingerprint"]}
+
+
+def load_dynamics(config, workdir: str, tok_ds, vocab: int, stage: str = "dynamics") -> tuple[dyn.Dynamics, dict]:
+  """The trained WM_act (stage "dynamics") or WM_goal ("goal"): (model, params) of the latest checkpoint;
+  a ValueError when there is none or it does not match the config and tokens."""
+  conditioning = "action" if stage == "dynamics" else "task"
+  mcfg = dynamics_train.dynamics_config(config, vocab, tok_ds.tokens_per_frame, conditioning)
+  model = dyn.Dynamics(mcfg)
+  directory = os.path.join(workdir, "checkpoints", stage)
+  if not os.path.isdir(directory):
+    raise ValueError(f"no {stage} checkpoint in {directory}: run the world model's {stage!r} stage first")
+  ckpt = Checkpointer(directory, compat=_dynamics_compat(config, mcfg, tok_ds, stage))
+  try:
+    if ckpt.latest_step() is None:
+      raise ValueError(f"no {stage} checkpoint in {directory}: run the world model's {stage!r} stage first")
+    target = dynamics_train.init_state(model, _train_config(config), jax.random.PRNGKey(0))
+    state, _ = ckpt.restore(target)
+  finally:
+    ckpt.close()
+  return model, state.params
 
 
 def _write_videos(workdir: str, last_frames: dict, context: int, ds) -> None:

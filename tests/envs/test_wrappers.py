@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rsr import envs
 from rsr.envs import wrappers
@@ -11,9 +12,10 @@ from rsr.envs.tabletop import scenes
 HORIZON = 3
 
 
-def test_autoreset_and_episode_stats():
+@pytest.mark.parametrize("reuse_first", [False, True], ids=["fresh", "reuse_first"])
+def test_autoreset_and_episode_stats(reuse_first):
   env = wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(
-      envs.make("push_cube", height=8, width=8, horizon=HORIZON))))
+      envs.make("push_cube", height=8, width=8, horizon=HORIZON))), reuse_first=reuse_first)
   n = 2
   key = jax.random.PRNGKey(0)
   reset, step = jax.jit(env.reset), jax.jit(env.step)
@@ -36,9 +38,11 @@ def test_autoreset_and_episode_stats():
       np.testing.assert_allclose(state.info["last_return"], np.sum(rewards[-HORIZON:], axis=0), rtol=1e-5)
       np.testing.assert_array_equal(state.info["episode_return"], np.zeros(n))
       obs = np.asarray(state.obs["state"])
-      # A fresh key: the new episode starts elsewhere than the first one did.
-      assert not np.allclose(obs, first_obs)
-      first_obs = obs
+      if reuse_first:  # Brax-style: the environment's first state again
+        np.testing.assert_array_equal(obs, first_obs)
+      else:  # a fresh key: the new episode starts elsewhere than the first one did
+        assert not np.allclose(obs, first_obs)
+        first_obs = obs
 
 
 def test_vmap_matches_single_env():

@@ -81,26 +81,30 @@ def test_inspect_missing_dataset(tmp_path):
   assert "Traceback" not in r.stderr
 
 
-def test_train_world_model_tiny(tiny_dataset, tmp_path):
-  r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
-           f"--config.data_dir={tiny_dataset}", f"--workdir={tmp_path}", timeout=900)
-  assert r.returncode == 0, r.stderr[-3000:]
+def test_train_world_model_tiny(tiny_dataset, tiny_world_model):
+  workdir = tiny_world_model  # conftest ran the binary as a user does
+  import pathlib
+  tmp_path = pathlib.Path(workdir)
   for f in ("config.json", "metrics.jsonl", "tokens/tokens.npz", "tables/tokenizer.json", "tables/dynamics.json",
             "images/tokenizer_recon.png", "videos/imagined_val_push_cube.gif", "videos/imagined_ood_color_push_cube.gif",
-            "tables/goal.json", "images/goals_val.png"):
+            "tables/goal.json", "images/goals_val.png", "tables/reward.json"):
     assert os.path.getsize(tmp_path / f) > 0, f
   dyn = json.loads((tmp_path / "tables/dynamics.json").read_text())
   assert {"val/psnr", "val/psnr_copy", "val/psnr_shuffled", "ood_color/psnr", "val/done_f1"} <= set(dyn)
-  for stage in ("tokenizer", "dynamics", "goal"):
+  for stage in ("tokenizer", "dynamics", "goal", "reward"):
     assert list((tmp_path / "tb" / stage).glob("events.out.tfevents.*")), stage
   stages = {json.loads(ln)["stage"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()}
-  assert stages == {"tokenizer", "dynamics", "goal"}
+  assert stages == {"tokenizer", "dynamics", "goal", "reward"}
   goal = json.loads((tmp_path / "tables/goal.json").read_text())
   assert {"val/goal_reached", "val/goal_psnr", "val/goal_psnr_first_frame", "val/done_f1"} <= set(goal)
-  # Re-running a finished workdir resumes nothing and succeeds.
+  reward = json.loads((tmp_path / "tables/reward.json").read_text())
+  assert {"val/reward_mse", "ood_color/reward_mse"} <= set(reward)
+  # Re-running a finished workdir resumes nothing, changes no result and succeeds.
+  before = (tmp_path / "metrics.jsonl").read_text()
   r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
-           f"--config.data_dir={tiny_dataset}", f"--workdir={tmp_path}", timeout=900)
+           f"--config.data_dir={tiny_dataset}", f"--workdir={workdir}", timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
+  assert (tmp_path / "metrics.jsonl").read_text() == before
 
 
 def test_train_world_model_bad_stage(tiny_dataset, tmp_path):

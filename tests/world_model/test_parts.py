@@ -45,10 +45,11 @@ def test_tokenizer_shapes():
   assert tok.apply(p, codes, method=Tokenizer.decode).shape == (2, 3, 16, 16, 3)
 
 
-CONFIGS = [dict(action_conditioning="cross"), dict(action_conditioning="additive"), dict(conditioning="task")]
+CONFIGS = [dict(action_conditioning="cross"), dict(action_conditioning="additive"), dict(conditioning="task"),
+           dict(prev_frame_input=True)]
 
 
-@pytest.mark.parametrize("kw", CONFIGS, ids=["cross", "additive", "goal"])
+@pytest.mark.parametrize("kw", CONFIGS, ids=["cross", "additive", "goal", "prev_frame"])
 def test_cached_frames_equal_the_full_window(kw):
   """One frame at a time against the cache gives the training pass's logits and done (imagination is
   exactly the model that was trained)."""

@@ -1,0 +1,86 @@
+"""Policy presets: `--config=experiments/configs/policy.py:PRESET` with PRESET in tiny, cpu, paper.
+
+tiny   tests: 16x16 frames, a handful of environments and updates.
+cpu    the quickstart: 64x64 frames, 256 imagined environments, minutes on 2 cores.
+paper  the paper's scale (an accelerator).
+
+Stages, each resumable: `bc` (behaviour cloning on the dataset's train split, every task: one
+initialisation shared by every method and task), then `ppo` (critic warm-up, then PPO in `env`).
+`env=world_model` trains inside the world model of `world_model_dir` (a train_world_model workdir, whose
+config.json is read); `env=sim` trains in the simulator (the PPO-in-simulator baseline).
+`reward`: endogenous (the world model's own: goal alignment + done bonus), learned (the world model's
+reward head, trained on the dataset's handcrafted rewards), handcrafted (the simulator's; env=sim only).
+"""
+
+import ml_collections
+
+PRESETS = ("tiny", "cpu", "paper")
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.task = "push_cube"
+  c.env = "world_model"  # or "sim"
+  c.reward = "endogenous"  # or "learned" (world model) / "handcrafted" (sim)
+  c.data_dir = "runs/data"  # the dataset (BC demonstrations; world-model starts come from its tokens)
+  c.world_model_dir = "runs/world_model"  # a train_world_model workdir
+  c.seed = 0
+  c.stages = "bc,ppo"
+
+  a = c.agent = ml_collections.ConfigDict()
+  a.channels = {"tiny": (8, 16), "cpu": (16, 32, 32), "paper": (32, 64, 64, 128)}[preset]
+  a.hidden = {"tiny": 32, "cpu": 256, "paper": 512}[preset]
+  a.use_goal = False  # the policy also sees the goal image (world model only)
+  a.init_log_std = -0.5
+
+  b = c.bc = ml_collections.ConfigDict()
+  b.steps = {"tiny": 20, "cpu": 1500, "paper": 20_000}[preset]
+  b.batch_size = {"tiny": 16, "cpu": 64, "paper": 256}[preset]
+  b.lr = 1e-3 if preset != "paper" else 3e-4
+  b.checkpoint_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
+
+  p = c.ppo = ml_collections.ConfigDict()
+  p.updates = {"tiny": 4, "cpu": 60, "paper": 2000}[preset]  # the budget of policy updates
+  p.critic_warmup = {"tiny": 1, "cpu": 10, "paper": 100}[preset]  # first updates train the critic only
+  p.num_envs = {"tiny": 8, "cpu": 256, "paper": 2048}[preset]
+  p.rollout_len = {"tiny": 4, "cpu": 16, "paper": 32}[preset]
+  p.updates_per_call = {"tiny": 1, "cpu": 2, "paper": 10}[preset]
+  p.epochs = {"tiny": 2, "cpu": 4, "paper": 4}[preset]
+  p.minibatches = {"tiny": 2, "cpu": 8, "paper": 32}[preset]
+  p.lr = 3e-4
+  p.gamma = 0.99
+  p.lam = 0.95
+  p.clip_eps = 0.2
+  p.vf_coef = 0.5
+  p.ent_coef = 0.0
+  p.max_grad_norm = 0.5
+  p.reward_scaling = True
+  p.checkpoint_every = {"tiny": 2, "cpu": 10, "paper": 50}[preset]  # in compiled calls
+  p.eval_every = {"tiny": 2, "cpu": 10, "paper": 50}[preset]  # in compiled calls
+
+  w = c.wm_env = ml_collections.ConfigDict()
+  w.horizon = {"tiny": 6, "cpu": 40, "paper": 80}[preset]
+  w.done_threshold = 0.9
+  w.split = "val"  # starts come from these held-out episodes (ID scenes)
+  w.context = {"tiny": 1, "cpu": 2, "paper": 4}[preset]
+  w.goal = "model"  # WM_goal's imagined goal; "real": the episode's real frame of first success
+  w.max_starts = 512
+  # "first": each environment restarts from the start it first drew (Brax's auto-reset; a world-model
+  # reset observes C frames and decodes the goal, as costly as several steps); "fresh": a new bank draw.
+  w.reset = "first"
+
+  r = c.rewards = ml_collections.ConfigDict()
+  r.distance = "features"  # features (tokenizer encoder) | pixels | tokens | lpips
+  r.lpips_weights = ""  # an npz on disk (rsr/rewards/distance.py says how to make one)
+  r.w_align = 1.0
+  r.w_done = 10.0
+  r.tau = 0.9
+
+  e = c.eval = ml_collections.ConfigDict()
+  e.splits = "id,ood_all"
+  e.episodes = {"tiny": 4, "cpu": 32, "paper": 100}[preset]
+  e.videos = 2  # episodes per split written as GIFs at the end
+  return c

@@ -1,0 +1,62 @@
+"""The reward the policy sees inside the world model, and its configuration.
+
+The paper's endogenous reward needs no hand-written reward at all: the world model's imagined frame is
+compared with the goal frame (WM_goal's, or a real success frame), and its done head grants a bonus:
+
+    r_t = w_align * (1 - d(frame_t, goal)) + w_done * 1[done_prob_t >= tau]      (paper: 1, 10, 0.9)
+
+with d a perceptual distance in [0, 1] (`distance.py`). Two other kinds exist for comparison: "learned"
+(a reward head trained on the dataset's handcrafted rewards, `learned.py`: the exogenous baseline) and
+"handcrafted" (the simulator's own reward: only meaningful when acting in the simulator).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+
+import jax
+import jax.numpy as jnp
+
+KINDS = ("endogenous", "learned", "handcrafted")
+DISTANCES = ("features", "pixels", "tokens", "lpips")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+  kind: str = "endogenous"  # one of KINDS
+  distance: str = "features"  # of the endogenous reward: tokenizer encoder (default), pixels, tokens, lpips
+  lpips_weights: str = ""  # the npz of distance.LPIPS; required when distance == "lpips"
+  w_align: float = 1.0  # the paper's defaults: 1, 10, 0.9
+  w_done: float = 10.0
+  tau: float = 0.9
+
+  def validate(self) -> "RewardConfig":
+    if self.kind not in KINDS:
+      raise ValueError(f"reward kind must be one of {KINDS}, got {self.kind!r}")
+    if self.distance not in DISTANCES:
+      raise ValueError(f"reward distance must be one of {DISTANCES}, got {self.distance!r}")
+    # Only the endogenous reward reads a distance: another kind need not ship LPIPS weights.
+    if self.kind == "endogenous" and self.distance == "lpips":
+      if not self.lpips_weights:
+        raise ValueError("reward lpips_weights must name the LPIPS npz when distance is 'lpips' "
+                         "(see rsr/rewards/distance.py for converting the official weights)")
+      if not os.path.isfile(self.lpips_weights):
+        raise ValueError(f"reward lpips_weights: no file {self.lpips_weights}")
+    for name in ("w_align", "w_done"):
+      v = getattr(self, name)
+      if not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"reward {name} must be a finite number >= 0, got {v!r}")
+    if not isinstance(self.tau, numbers.Real) or not 0.0 <= self.tau <= 1.0:
+      raise ValueError(f"reward tau must be a probability in [0, 1], got {self.tau!r}")
+    return self
+
+
+def endogenous_reward(distance: jax.Array, done_prob: jax.Array, cfg: RewardConfig) -> jax.Array:
+  """distance f32[B] in [0, 1] (frame to goal), done_prob f32[B] -> reward f32[B] (jittable; cfg is static)."""
+  align = cfg.w_align * (1.0 - jnp.asarray(distance, jnp.float32))
+  # tau is compared in f32: done_prob == f32(0.9) earns the bonus, as the reference's ">= 0.9" does.
+  done = jnp.asarray(done_prob, jnp.float32) >= jnp.float32(cfg.tau)
+  return align + cfg.w_done * done.astype(jnp.float32)

@@ -1,0 +1,341 @@
+"""The policy stages of experiments.train_policy: behaviour cloning, then PPO in the world model or the sim.
+
+    bc_stage(config, workdir, ds)              WORKDIR/checkpoints/bc   (one init for every task: task-conditioned)
+    ppo_stage(config, workdir, ds)             WORKDIR/checkpoints/ppo  (critic warm-up, then PPO)
+
+Both run in the shared resumable loop (rsr/train/loop.py). The PPO stage's checkpoint holds the whole
+`PolicyState` (parameters, optimizer, the environments' state, reward scaler, RNG), so a killed run
+resumes exactly. Evaluation is always in the real simulator (success on `eval.splits`), whatever `env`
+the policy trains in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import struct
+
+from rsr.agents import bc as bc_lib
+from rsr.agents import ppo
+from rsr.agents.networks import ActorCritic, AgentConfig, init_params
+from rsr.envs import registry, wrappers
+from rsr.envs.tabletop import scenes as scenes_lib
+from rsr.envs.tabletop.tasks import TASKS
+from rsr.eval import rollout as rollout_lib
+from rsr.rewards.endogenous import RewardConfig
+from rsr.train import fused, loop, sharding
+from rsr.train.checkpoint import Checkpointer
+from rsr.utils import media
+
+ENVS = ("world_model", "sim")
+REWARDS = ("endogenous", "learned", "handcrafted")
+
+
+def agent_config(config) -> AgentConfig:
+  a = config.agent
+  return AgentConfig(channels=tuple(a.channels), hidden=a.hidden, use_goal=a.use_goal,
+                     init_log_std=a.init_log_std)
+
+
+def check(config) -> None:
+  """ValueErrors naming the field for what cannot work together (before anything compiles)."""
+  if config.task not in TASKS:
+    raise ValueError(f"task: unknown {config.task!r}; valid: {', '.join(TASKS)}")
+  if config.env not in ENVS:
+    raise ValueError(f"env must be one of {ENVS}, got {config.env!r}")
+  if config.reward not in REWARDS:
+    raise ValueError(f"reward must be one of {REWARDS}, got {config.reward!r}")
+  if config.env == "sim" and config.reward != "handcrafted":
+    raise ValueError(f"env=sim pays the simulator's handcrafted reward; reward={config.reward!r} needs "
+                     "env=world_model")
+  if config.env == "world_model" and config.reward == "handcrafted":
+    raise ValueError("reward=handcrafted exists only in the simulator (env=sim)")
+  if config.wm_env.reset not in ("first", "fresh"):
+    raise ValueError(f"wm_env.reset must be 'first' or 'fresh', got {config.wm_env.reset!r}")
+  if config.env == "sim" and config.agent.use_goal:
+    raise ValueError("agent.use_goal needs env=world_model (the simulator has no goal image)")
+
+
+# ---- behaviour cloning ------------------------------------------------------------------------------
+
+@struct.dataclass
+class BCState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def _bc_optimizer(config) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.bc.lr))
+
+
+def bc_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
+  """Behaviour cloning on the train split (every task; windows of one frame)."""
+  from data_pipelines.loader import WindowConfig, WindowLoader
+
+  acfg = agent_config(config)
+  model = ActorCritic(acfg)
+  hw = (ds.spec.height, ds.spec.width)
+  params = init_params(acfg, jax.random.PRNGKey(config.seed), hw)
+  opt = _bc_optimizer(config)
+  state = BCState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params))
+  inner = bc_lib.make_bc_step(model.apply, opt)
+  front = ds.frame_keys[0]
+
+  def to_batch(b):
+    obs = {"rgb": b[front][:, 0], "task": b["task"]}
+    if acfg.use_goal:  # demonstrations carry no goal image: the policy learns to act without one first
+      obs["goal"] = np.zeros_like(obs["rgb"])
+    return {"obs": obs, "action": b["action"][:, 0]}
+
+  def step_fn(state: BCState, batch):
+    params, opt_state, m = inner(state.params, state.opt_state, batch)
+    return BCState(step=state.step + 1, params=params, opt_state=opt_state), m
+
+  loader = WindowLoader(ds, "train", WindowConfig(batch_size=config.bc.batch_size, window=1), seed=config.seed)
+  held = to_batch(WindowLoader(ds, "val", WindowConfig(batch_size=256, window=1), seed=3).batch(0))
+  val_loss = jax.jit(lambda p: bc_lib.bc_loss(model.apply, p, held)[1])
+
+  def evaluate(state):
+    return {f"val/bc_{k}": float(v) for k, v in val_loss(state.params).items()}
+
+  state, last, finished = loop.run(
+      "bc", workdir, state, loader, step_fn, config.bc.steps, evaluate, config.bc.steps,
+      config.bc.checkpoint_every, compat={"agent": dataclasses.asdict(acfg), "image": list(hw),
+                                          "bc_batch": config.bc.batch_size, "seed": config.seed},
+      batch_fn=to_batch, progress=progress, max_steps_this_run=max_steps_this_run)
+  return {"steps": config.bc.steps, **last} if finished else {}
+
+
+def load_bc(config, workdir: str, hw: tuple[int, int]) -> Any:
+  acfg = agent_config(config)
+  directory = os.path.join(workdir, "checkpoints", "bc")
+  ckpt = Checkpointer(directory, compat={"agent": dataclasses.asdict(acfg), "image": list(hw),
+                                         "bc_batch": config.bc.batch_size, "seed": config.seed})
+  try:
+    if ckpt.latest_step() != config.bc.steps:
+      raise ValueError(f"behaviour cloning in {directory} is not finished: run the 'bc' stage first")
+    params = init_params(acfg, jax.random.PRNGKey(config.seed), hw)
+    opt = _bc_optimizer(config)
+    state, _ = ckpt.restore(BCState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params)))
+  finally:
+    ckpt.close()
+  return state.params
+
+
+# ---- environments -----------------------------------------------------------------------------------
+
+def world_model_config(world_model_dir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(world_model_dir, "config.json")
+  if not os.path.isfile(path):
+    raise ValueError(f"world_model_dir: no {path} (run experiments.train_world_model there first)")
+  with open(path) as f:
+    raw = json.load(f)
+
+  def tuples(x):
+    if isinstance(x, dict):
+      return {k: tuples(v) for k, v in x.items()}
+    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+  return ml_collections.ConfigDict(tuples(raw))
+
+
+def reward_config(config) -> RewardConfig:
+  r = config.rewards
+  return RewardConfig(kind=config.reward, distance=r.distance, lpips_weights=r.lpips_weights,
+                      w_align=r.w_align, w_done=r.w_done, tau=r.tau).validate()
+
+
+def world_model_env(config, ds, progress: bool = True):
+  """(make_env(params) -> batched auto-reset WorldModelEnv, world-model params, tok_ds)."""
+  from rsr.world_model import env as wm_env
+  from rsr.world_model import generate, pipeline, tokenizer_train
+
+  wdir = os.path.abspath(config.world_model_dir)
+  wcfg = world_model_config(wdir)
+  tok_model, tok_params, _ = pipeline.load_tokenizer(wcfg, wdir, ds)
+  tok_ds = pipeline.tokenize_stage(wcfg, wdir, ds, progress=progress)
+  vocab = tokenizer_train.tokenizer_config(wcfg).codebook_size
+  dyn_model, dyn_params = pipeline.load_dynamics(wcfg, wdir, tok_ds, vocab, "dynamics")
+  gen = generate.GenerateConfig(steps=wcfg.generate.steps, temperature=wcfg.generate.temperature,
+                                order=wcfg.generate.order)
+  head = head_params = None
+  if config.reward == "learned":
+    from rsr.rewards import learned
+    head, head_params = learned.load_reward_head(wcfg, wdir, vocab, tok_ds.tokens_per_frame)
+  w = config.wm_env
+  goal_fn = None
+  if w.goal == "model":
+    goal_model, goal_params = pipeline.load_dynamics(wcfg, wdir, tok_ds, vocab, "goal")
+    run = jax.jit(lambda f, t: generate.goal_rollout(goal_model, goal_params, f, t, jax.random.PRNGKey(config.seed),
+                                                     wcfg.dynamics_train.goal_max_steps, w.done_threshold, gen)[0])
+    goal_fn = lambda f, t: run(f, t)  # noqa: E731
+  bank = wm_env.start_bank(tok_ds, w.split, w.context, TASKS[config.task].task_id, w.goal, goal_fn, w.max_starts)
+  parts = wm_env.WMParts(dynamics=dyn_model, tokenizer=tok_model, views=len(ds.frame_keys), reward_head=head)
+  params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params, reward_head=head_params)
+  ecfg = wm_env.WMEnvConfig(horizon=w.horizon, done_threshold=w.done_threshold, reward=reward_config(config),
+                            generate=gen)
+
+  def make_env(p):
+    return wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(wm_env.WorldModelEnv(parts, p, bank, ecfg))),
+                              reuse_first=w.reset == "first")
+
+  return make_env, params, bank
+
+
+def sim_env(config, ds):
+  env = registry.make(config.task, height=ds.spec.height, width=ds.spec.width)
+  batched = wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(env)))
+  return (lambda _: batched), None
+
+
+# ---- PPO --------------------------------------------------------------------------------------------
+
+def ppo_config(config) -> fused.FusedConfig:
+  p = config.ppo
+  pc = ppo.PPOConfig(gamma=p.gamma, lam=p.lam, clip_eps=p.clip_eps, vf_coef=p.vf_coef, ent_coef=p.ent_coef,
+                     epochs=p.epochs, minibatches=p.minibatches, lr=p.lr, max_grad_norm=p.max_grad_norm)
+  return fused.FusedConfig(num_envs=p.num_envs, rollout_len=p.rollout_len, updates_per_call=p.updates_per_call,
+                           reward_scaling=p.reward_scaling, use_goal=config.agent.use_goal, ppo=pc).validate()
+
+
+def mean_policy(apply_fn, params, use_goal: bool) -> rollout_lib.Policy:
+  """The agent's mean action, clipped, for rsr.eval.rollout (one environment at a time)."""
+
+  def act(carry, state, key):
+    del key
+    obs = {"rgb": state.obs["rgb"][None], "task": state.obs["task"][None]}
+    if use_goal:  # the simulator has no goal image: the BC convention (zeros)
+      obs["goal"] = state.obs["goal"][None] if "goal" in state.obs else jnp.zeros_like(obs["rgb"])
+    mean, _, _ = apply_fn(params, obs)
+    return carry, jnp.clip(mean[0], -1.0, 1.0)
+
+  return rollout_lib.Policy(init=lambda: jnp.zeros(()), act=act)
+
+
+def sim_evaluator(config, ds, apply_fn):
+  """evaluate(params, split, episodes, key, record=False) -> Episodes, in the real simulator (mean actions)."""
+  env = registry.make(config.task, height=ds.spec.height, width=ds.spec.width)
+
+  def policy(params):
+    return mean_policy(apply_fn, params, config.agent.use_goal)
+
+  @jax.jit
+  def run(params, key, scenes):
+    return rollout_lib.rollout(env, policy(params), key, scenes, env.horizon)
+
+  @jax.jit
+  def run_recorded(params, key, scenes):
+    return rollout_lib.rollout(env, policy(params), key, scenes, env.horizon, record=True)
+
+  def evaluate(params, split: str, episodes: int, key, record: bool = False):
+    scenes = scenes_lib.sample_batch(jax.random.fold_in(key, 1), split, episodes)
+    return (run_recorded if record else run)(params, key, scenes)
+
+  return evaluate
+
+
+def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int | None = None,
+              mesh=None) -> dict:
+  """Critic warm-up, then PPO in config.env from the BC parameters; evaluation in the simulator."""
+  check(config)
+  fcfg = ppo_config(config)
+  acfg = agent_config(config)
+  model = ActorCritic(acfg)
+  hw = (ds.spec.height, ds.spec.width)
+  params = load_bc(config, workdir, hw)
+  if config.env == "world_model":
+    make_env, env_params, _ = world_model_env(config, ds, progress)
+    scenes = jnp.zeros((fcfg.num_envs,), jnp.int32)  # placeholders: starts are drawn from the bank
+  else:
+    make_env, env_params = sim_env(config, ds)
+    scenes = scenes_lib.sample_batch(jax.random.PRNGKey(config.seed + 17), "id", fcfg.num_envs)
+  opt = ppo.make_optimizer(fcfg.ppo)
+  state = jax.jit(lambda ep, s, k: fused.init_state(make_env(ep), params, opt, k, s, fcfg.num_envs))(
+      env_params, scenes, jax.random.PRNGKey(config.seed + 1))
+  mesh = mesh if mesh is not None else sharding.make_mesh()
+  state = fused.place(state, mesh, fcfg.num_envs)
+  env_params = sharding.replicate(env_params, mesh)
+  constrain = sharding.batch_constraint(mesh, fcfg.num_envs)
+  step = fused.make_fused_step(make_env, model.apply, opt, fcfg, constrain)
+  p = config.ppo
+  calls = -(-p.updates // p.updates_per_call)
+  warm_calls = -(-p.critic_warmup // p.updates_per_call)
+  transitions = fcfg.num_envs * fcfg.rollout_len * fcfg.updates_per_call
+
+  def step_fn(state, _):
+    t0 = time.perf_counter()
+    state, m = step(state, env_params, critic_only=int(state.step) < warm_calls)
+    m = jax.device_get(m)
+    m["env_steps_per_s"] = transitions / (time.perf_counter() - t0)
+    m["critic_only"] = float(int(state.step) <= warm_calls)
+    return state, m
+
+  evaluate_sim = sim_evaluator(config, ds, model.apply)
+  splits = [s.strip() for s in config.eval.splits.split(",") if s.strip()]
+
+  def evaluate(state):
+    out = {}
+    for split in splits:
+      ep = evaluate_sim(state.params, split, config.eval.episodes, jax.random.PRNGKey(config.seed + 100))
+      out[f"sim_{split}/success"] = float(np.mean(ep.success))
+      out[f"sim_{split}/return"] = float(np.mean(ep.ret))
+      out[f"sim_{split}/length"] = float(np.mean(ep.length))
+    return out
+
+  compat = {"agent": dataclasses.asdict(acfg), "ppo": dataclasses.asdict(fcfg), "env": config.env,
+            "reward": config.reward, "task": config.task, "seed": config.seed,
+            "wm_env": config.wm_env.to_dict() if config.env == "world_model" else {},
+            "rewards": config.rewards.to_dict() if config.reward == "endogenous" else {}}
+  state, last, finished = loop.run(
+      "ppo", workdir, state, None, step_fn, calls, evaluate, p.eval_every, p.checkpoint_every, compat=compat,
+      log_every=1, progress=progress, max_steps_this_run=max_steps_this_run)
+  if not finished:
+    return {}
+  _videos(config, workdir, evaluate_sim, state.params, splits)
+  if config.env == "world_model" and config.eval.videos > 0:
+    _imagined_video(config, workdir, make_env, env_params, model.apply, state.params)
+  summary = {"updates": calls * p.updates_per_call, "env": config.env, "reward": config.reward,
+             "task": config.task, **last}
+  media.write_json(os.path.join(workdir, "tables", "ppo.json"), summary)
+  return summary
+
+
+def _videos(config, workdir: str, evaluate_sim, params, splits) -> None:
+  """videos/sim_SPLIT.gif: a few real-simulator episodes of the final policy, side by side."""
+  n = config.eval.videos
+  if n <= 0:
+    return
+  for split in splits:
+    ep = evaluate_sim(params, split, n, jax.random.PRNGKey(config.seed + 200), record=True)
+    frames = np.asarray(ep.frames["rgb"])  # [T + 1, n, H, W, 3]
+    zoom = max(1, -(-96 // frames.shape[2]))
+    video = np.stack([media.upscale(np.concatenate(list(f), axis=1), zoom) for f in frames])
+    media.write_gif(os.path.join(workdir, "videos", f"sim_{split}.gif"), video, fps=8)
+
+
+def _imagined_video(config, workdir: str, make_env, env_params, apply_fn, params) -> None:
+  """videos/imagined.gif: the final policy's episodes inside the world model, each imagined frame beside
+  the goal image the reward aims at."""
+  env = make_env(env_params)
+  while isinstance(env, wrappers.Wrapper):  # the single world-model env under the batch wrappers
+    env = env.env
+  n = config.eval.videos
+  run = jax.jit(lambda p, k: rollout_lib.rollout(env, mean_policy(apply_fn, p, config.agent.use_goal), k,
+                                                 jnp.zeros((n,), jnp.int32), env.horizon, trajectory=True))
+  ep = run(params, jax.random.PRNGKey(config.seed + 300))
+  rgb = np.asarray(ep.trajectory.obs["rgb"])  # [T + 1, n, H, W, 3]
+  goal = np.asarray(ep.trajectory.obs["goal"])
+  zoom = max(1, -(-96 // rgb.shape[2]))
+  video = np.stack([media.upscale(np.concatenate([np.concatenate([r, g], axis=0) for r, g in zip(fr, go, strict=True)],
+                                                 axis=1), zoom) for fr, go in zip(rgb, goal, strict=True)])
+  media.write_gif(os.path.join(workdir, "videos", "imagined.gif"), video, fps=8)

@@ -1,0 +1,236 @@
+"""WorldModelEnv: the trained world model as an environment, behind the simulator's Env protocol.
+
+    env = WorldModelEnv(parts, params, bank, WMEnvConfig(...))
+    state = env.reset(key, scene)       # scene: i32[] placeholder (the start is drawn from the bank by key)
+    state = env.step(state, action)     # one imagined frame (cached context), its reward and done
+
+A start is real: C context frames (tokens) of a held-out episode, the actions between them, its task, and
+a goal frame (WM_goal's imagined goal, or the real frame where that episode first succeeded). The policy
+acts on the last context frame; each step imagines the next frame with K-step MaskGIT against the temporal
+cache (one frame of work per refinement), decodes it for the policy, and pays the reward of
+`rsr/rewards` (endogenous by default: goal alignment + done bonus, both from the world model itself).
+Done: the done head's probability passes `done_threshold` (success in imagination), or the horizon
+(truncation).
+
+One environment per call, like the simulator (wrap with `rsr.envs.wrappers.Vmap` for a batch): the model
+runs on a batch of one inside and vmap batches it. The world model's parameters are an argument of the
+constructor and may be traced values, so a jitted training step can take them as an input instead of
+baking hundreds of megabytes into the compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from rsr.envs import core
+from rsr.rewards import distance as dist_lib
+from rsr.rewards.endogenous import RewardConfig, endogenous_reward
+from rsr.world_model import dynamics as dyn
+from rsr.world_model import generate
+from rsr.world_model.tokenizer import Tokenizer
+
+
+@struct.dataclass
+class StartBank:
+  """Real starts (K of them) an imagined episode begins from."""
+
+  context: jax.Array  # i32[K, C, N] tokens of C real frames
+  actions: jax.Array  # f32[K, C, A] the action taken at each context frame (the last one is unused)
+  task: jax.Array  # i32[K]
+  goal: jax.Array  # i32[K, N] goal tokens
+
+  @property
+  def size(self) -> int:
+    return int(self.task.shape[0])
+
+
+@struct.dataclass
+class WMParams:
+  dynamics: Any
+  tokenizer: Any
+  reward_head: Any = None  # only for reward kind "learned"
+
+
+@dataclasses.dataclass(frozen=True)
+class WMParts:
+  """The static modules (no parameters) a WorldModelEnv runs."""
+
+  dynamics: dyn.Dynamics
+  tokenizer: Tokenizer
+  views: int = 1
+  reward_head: Any = None  # rsr.rewards.learned.RewardHead for reward kind "learned"
+
+
+@dataclasses.dataclass(frozen=True)
+class WMEnvConfig:
+  horizon: int = 40
+  done_threshold: float = 0.9  # done (and success in imagination) when the done probability passes it
+  reward: RewardConfig = RewardConfig()
+  generate: generate.GenerateConfig = generate.GenerateConfig(temperature=0.0)
+
+  def validate(self) -> "WMEnvConfig":
+    if self.horizon < 1:
+      raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+    if not 0.0 < self.done_threshold < 1.0:
+      raise ValueError(f"done_threshold must be in (0, 1), got {self.done_threshold}")
+    if self.reward.kind == "handcrafted":
+      raise ValueError("reward kind 'handcrafted' exists only in the simulator (env=sim); the world model "
+                       "pays 'endogenous' or 'learned' rewards")
+    self.reward.validate()
+    self.generate.validate()
+    return self
+
+
+@struct.dataclass
+class WMInner:
+  cache: dyn.Cache  # batch of one
+  tokens: jax.Array  # i32[N] the current frame
+  goal_tokens: jax.Array  # i32[N]
+  goal_feats: Any  # the goal frame's tokenizer features (reward distance "features")
+  goal_rgb: jax.Array  # f32[V, H, W, 3] in [0, 1]
+  task: jax.Array  # i32[]
+  key: jax.Array
+  step: jax.Array  # i32[]
+
+
+class WorldModelEnv(core.Env):
+  """See the module docstring."""
+
+  def __init__(self, parts: WMParts, params: WMParams, bank: StartBank, config: WMEnvConfig = WMEnvConfig()):
+    self.parts, self.params, self.bank, self.config = parts, params, bank, config.validate()
+    mc = parts.dynamics.cfg
+    if mc.conditioning != "action":
+      raise ValueError("WorldModelEnv needs the action-conditioned dynamics (WM_act), not the goal model")
+    self.horizon = config.horizon
+    self._side = int(round(np.sqrt(mc.tokens_per_frame // parts.views)))
+    if parts.views * self._side ** 2 != mc.tokens_per_frame:
+      raise ValueError(f"tokens_per_frame {mc.tokens_per_frame} is not {parts.views} square views")
+    self._hw = self._side * parts.tokenizer.config.downsample
+    if config.reward.kind == "learned" and (parts.reward_head is None or params.reward_head is None):
+      raise ValueError("reward kind 'learned' needs a trained reward head (the world model's 'reward' stage)")
+    self._lpips = (dist_lib.LPIPS.load(config.reward.lpips_weights)
+                   if config.reward.kind == "endogenous" and config.reward.distance == "lpips" else None)
+
+  # --- the protocol -----------------------------------------------------------------------------------
+
+  def observation_spec(self):
+    img = jax.ShapeDtypeStruct((self._hw, self._hw, 3), jnp.uint8)
+    return {"rgb": img, "goal": img, "task": jax.ShapeDtypeStruct((), jnp.int32)}
+
+  def action_spec(self):
+    return core.ActionSpec(shape=(self.parts.dynamics.cfg.action_dim,))
+
+  def reset(self, key: jax.Array, scene: Any = None) -> core.State:
+    """scene is unused (a placeholder so that wrappers treat both envs alike): the start is drawn from
+    the bank with `key`."""
+    del scene
+    k_pick, k_next = jax.random.split(key)
+    i = jax.random.randint(k_pick, (), 0, self.bank.size)
+    context, actions = self.bank.context[i], self.bank.actions[i]
+    task, goal = self.bank.task[i], self.bank.goal[i]
+    cache = dyn.init_cache(self.parts.dynamics.cfg, 1)
+    for c in range(context.shape[0]):  # C is static and small
+      prev = actions[c - 1] if c else jnp.zeros_like(actions[0])
+      cache, _, _ = self.parts.dynamics.apply(self.params.dynamics, cache, context[c][None], prev[None],
+                                              jnp.full((1,), c > 0), task[None], method=dyn.Dynamics.observe)
+    goal_rgb = self._decode(goal)
+    inner = WMInner(cache=cache, tokens=context[-1], goal_tokens=goal, goal_feats=self._features(goal_rgb),
+                    goal_rgb=goal_rgb, task=task, key=k_next, step=jnp.zeros((), jnp.int32))
+    obs = self._obs(self._decode(context[-1]), goal_rgb, task)
+    info = {"success": jnp.zeros((), bool), "truncated": jnp.zeros((), bool), "step": inner.step,
+            "done_prob": jnp.zeros(()), "distance": jnp.zeros(())}
+    return core.State(obs=obs, reward=jnp.zeros(()), done=jnp.zeros((), bool), info=info, inner=inner)
+
+  def step(self, state: core.State, action: jax.Array) -> core.State:
+    self.check_action(action)
+    inn: WMInner = state.inner
+    key, k_gen = jax.random.split(inn.key)
+    action = jnp.clip(action, -1.0, 1.0)
+    cache, tokens, done_logit = generate.imagine(self.parts.dynamics, self.params.dynamics, inn.cache,
+                                                 action[None], inn.task[None], k_gen, self.config.generate)
+    tokens, done_prob = tokens[0], jax.nn.sigmoid(done_logit[0])
+    rgb = self._decode(tokens)
+    success = done_prob >= self.config.done_threshold
+    step = inn.step + 1
+    truncated = (step >= self.config.horizon) & ~success
+    reward, d = self._reward(rgb, tokens, done_prob, inn)
+    inner = inn.replace(cache=cache, tokens=tokens, key=key, step=step)
+    info = dict(state.info, success=success, truncated=truncated, step=step, done_prob=done_prob, distance=d)
+    return state.replace(obs=self._obs(rgb, inn.goal_rgb, inn.task), reward=reward, done=success | truncated,
+                         info=info, inner=inner)
+
+  # --- pieces -----------------------------------------------------------------------------------------
+
+  def _decode(self, tokens: jax.Array) -> jax.Array:
+    """i32[N] -> f32[V, H, W, 3] in [0, 1]."""
+    codes = tokens.reshape(self.parts.views, self._side, self._side)
+    return self.parts.tokenizer.apply(self.params.tokenizer, codes, method=Tokenizer.decode)
+
+  def _features(self, rgb: jax.Array):
+    if self.config.reward.kind == "endogenous" and self.config.reward.distance == "features":
+      return self.parts.tokenizer.apply(self.params.tokenizer, rgb, method=Tokenizer.features)
+    return ()
+
+  @staticmethod
+  def _obs(rgb: jax.Array, goal_rgb: jax.Array, task: jax.Array) -> dict:
+    to8 = lambda x: jnp.round(jnp.clip(x[0], 0.0, 1.0) * 255.0).astype(jnp.uint8)  # noqa: E731 (front view)
+    return {"rgb": to8(rgb), "goal": to8(goal_rgb), "task": task}
+
+  def _reward(self, rgb, tokens, done_prob, inn: WMInner) -> tuple[jax.Array, jax.Array]:
+    """(reward f32[], distance to the goal f32[] in [0, 1]) for the imagined frame."""
+    rc = self.config.reward
+    if rc.kind == "learned":
+      r = self.parts.reward_head.apply(self.params.reward_head, tokens[None], inn.task[None])[0]
+      return r, jnp.zeros(())
+    if rc.distance == "features":
+      d = dist_lib.feature_distance(self._features(rgb), inn.goal_feats).mean()
+    elif rc.distance == "pixels":
+      d = dist_lib.pixel_distance(rgb, inn.goal_rgb).mean()
+    elif rc.distance == "tokens":
+      d = dist_lib.token_distance(self.parts.tokenizer.config.levels, tokens, inn.goal_tokens)
+    else:
+      d = self._lpips(rgb, inn.goal_rgb).mean()
+    return endogenous_reward(d, done_prob, rc), d
+
+
+def start_bank(tok_ds, split: str, context: int, task_id: int | None = None, goal: str = "model",
+               goal_fn=None, max_starts: int | None = None) -> StartBank:
+  """Starts from the episodes of `split` in a tokenized dataset (data_pipelines.tokenized).
+
+  goal "model": goal_fn(first tokens i32[K, N], task i32[K]) -> goal tokens i32[K, N] (WM_goal's rollout);
+  goal "real": the frame where the episode first succeeded (only successful episodes become starts).
+  task_id: only that task's episodes. Episodes shorter than `context` frames are skipped.
+  """
+  if goal not in ("model", "real"):
+    raise ValueError(f"goal must be 'model' or 'real', got {goal!r}")
+  if goal == "model" and goal_fn is None:
+    raise ValueError("goal 'model' needs goal_fn (WM_goal's rollout)")
+  ctx, act, task, real_goal = [], [], [], []
+  for i in range(tok_ds.num_episodes(split)):
+    e = tok_ds.read(split, i)
+    if task_id is not None and int(e["task"][0]) != task_id:
+      continue
+    if len(e["tokens"]) < context or (goal == "real" and not e["success"].any()):
+      continue
+    ctx.append(e["tokens"][:context])
+    act.append(e["action"][:context])
+    task.append(int(e["task"][0]))
+    real_goal.append(e["tokens"][int(np.argmax(e["success"]))])
+    if max_starts is not None and len(ctx) == max_starts:
+      break
+  if not ctx:
+    which = f"task {task_id} " if task_id is not None else ""
+    raise ValueError(f"no {which}episodes in split {split!r} of {tok_ds.path} can start an imagined episode "
+                     f"(need >= {context} frames{', and a success' if goal == 'real' else ''})")
+  context_tokens = jnp.asarray(np.stack(ctx), jnp.int32)
+  tasks = jnp.asarray(task, jnp.int32)
+  goals = (jnp.asarray(np.stack(real_goal), jnp.int32) if goal == "real"
+           else jnp.asarray(goal_fn(context_tokens[:, 0], tasks), jnp.int32))
+  return StartBank(context=context_tokens, actions=jnp.asarray(np.stack(act), jnp.float32), task=tasks,
+                   goal=goals)

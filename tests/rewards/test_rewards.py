@@ -1,0 +1,289 @@
+"""Rewards: perceptual distances (bounds, symmetry, ordering, LPIPS against NumPy), the endogenous reward's
+hand cases and config errors, and the learned reward head (learns, resumes exactly, loads)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from data_pipelines.tokenized import TokenDataset
+from experiments.configs import world_model as wm_configs
+from rsr.rewards import distance, endogenous, learned
+from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig
+
+
+def _images(seed: int, n: int, size: int) -> np.ndarray:
+  """Smooth-ish random images f32[n, size, size, 3] in [0, 1] (blocks of colour, like a rendered scene)."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.uniform(0, 1, (n, size // 4, size // 4, 3)).astype(np.float32)
+  return coarse.repeat(4, axis=1).repeat(4, axis=2)
+
+
+def _noisy(x: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+  return np.clip(x + sigma * np.random.default_rng(seed).normal(size=x.shape), 0, 1).astype(np.float32)
+
+
+# ---- feature, tokenizer, pixel and token distances --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  tok = Tokenizer(TokenizerConfig(channels=(8, 16), levels=(5, 5, 5)))
+  params = tok.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3), jnp.uint8))
+  return tok, params
+
+
+def test_feature_distance_bounds_symmetry_and_order(tokenizer):
+  tok, params = tokenizer
+  feats = lambda x: tok.apply(params, jnp.asarray(x), method=Tokenizer.features)
+  a = _images(0, 6, 16)
+  fa, f_small, f_large = feats(a), feats(_noisy(a, 0.05, 1)), feats(_noisy(a, 0.4, 2))
+  assert len(fa) == 2  # one layer per encoder stage
+  np.testing.assert_array_equal(distance.feature_distance(fa, fa), 0.0)
+  d_small = np.asarray(distance.feature_distance(fa, f_small))
+  d_large = np.asarray(distance.feature_distance(fa, f_large))
+  np.testing.assert_allclose(distance.feature_distance(f_large, fa), d_large, rtol=1e-6)
+  assert d_small.shape == (6,) and ((d_small > 0) & (d_large <= 1)).all()
+  assert (d_small < d_large).all(), (d_small, d_large)
+  # Exactly opposite feature vectors are the far end of the scale.
+  v = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 8))
+  np.testing.assert_allclose(distance.feature_distance([v], [-v]), 1.0, rtol=1e-5)
+  with pytest.raises(ValueError, match="layer 0: features must share a shape"):
+    distance.feature_distance([v], [v[:, :2]])
+
+
+def test_tokenizer_distance_is_the_endogenous_default(tokenizer):
+  tok, params = tokenizer
+  dist = jax.jit(lambda a, b: distance.tokenizer_distance(tok, params, a, b))
+  a = _images(4, 6, 16).reshape(2, 3, 16, 16, 3)  # leading axes are batch axes
+  small, large = _noisy(a, 0.05, 5), _noisy(a, 0.4, 6)
+  np.testing.assert_array_equal(dist(a, a), 0.0)
+  d_small, d_large = np.asarray(dist(a, small)), np.asarray(dist(a, large))
+  assert d_small.shape == (2, 3)
+  np.testing.assert_allclose(dist(large, a), d_large, rtol=1e-5)
+  assert ((d_small > 0) & (d_large <= 1)).all() and (d_small < d_large).all(), (d_small, d_large)
+  # It is the feature distance over the encoder's stages.
+  feats = lambda x: tok.apply(params, jnp.asarray(x), method=Tokenizer.features)
+  np.testing.assert_allclose(d_large, distance.feature_distance(feats(a), feats(large)), rtol=1e-5)
+
+
+def test_pixel_and_token_distances_by_hand():
+  zeros = np.zeros((2, 4, 4, 3), np.float32)
+  with pytest.raises(ValueError, match="pixel_distance: images must be floats in"):
+    distance.pixel_distance(zeros.astype(np.uint8), zeros.astype(np.uint8))
+  grey = np.full((2, 4, 4, 3), 0.5, np.float32)
+  half = zeros.copy()
+  half[1, :2] = 1.0  # half the pixels of image 1 differ by 1
+  np.testing.assert_allclose(distance.pixel_distance(zeros, grey), [0.25, 0.25])
+  np.testing.assert_allclose(distance.pixel_distance(zeros, half), [0.0, 0.5])
+  # levels (5, 5): id = d0 + 5 d1, value = (d - 2) / 2, so 0 -> (-1, -1), 12 -> (0, 0), 24 -> (1, 1).
+  levels = (5, 5)
+  ta = jnp.array([[0, 12], [0, 0], [7, 7]])
+  tb = jnp.array([[0, 24], [24, 24], [7, 7]])
+  np.testing.assert_allclose(distance.token_distance(levels, ta, tb), [0.125, 1.0, 0.0])
+  np.testing.assert_allclose(distance.token_distance(levels, jnp.array([0]), jnp.array([12])), 0.25)
+
+
+# ---- LPIPS ------------------------------------------------------------------------------------------
+
+CHANNELS = (4, 6, 8, 6, 6)  # small; the kernels are AlexNet's
+
+
+def _lpips_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  out, cin = {}, 3
+  for i, ((k, _, _, _), cout) in enumerate(zip(distance.ALEX, CHANNELS), 1):
+    out[f"conv{i}_w"] = (rng.normal(size=(k, k, cin, cout)) * np.sqrt(2 / (k * k * cin))).astype(np.float32)
+    out[f"conv{i}_b"] = rng.uniform(0, 0.1, cout).astype(np.float32)
+    out[f"lin{i}"] = rng.uniform(0, 0.2, cout).astype(np.float32)
+    cin = cout
+  return out
+
+
+@pytest.fixture(scope="module")
+def lpips_file(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("lpips") / "alex.npz")
+  np.savez(path, **_lpips_arrays())
+  return path
+
+
+def test_lpips_identical_bounded_and_monotone_in_noise(lpips_file):
+  lp = distance.LPIPS.load(lpips_file)
+  a = _images(10, 8, 64)
+  np.testing.assert_array_equal(lp(a, a), 0.0)
+  means = []
+  for j, sigma in enumerate((0.02, 0.1, 0.3)):
+    d = np.asarray(lp(a, _noisy(a, sigma, 20 + j)))
+    assert d.shape == (8,) and ((d >= 0) & (d <= 1)).all()
+    np.testing.assert_allclose(lp(_noisy(a, sigma, 20 + j), a), d, rtol=1e-5)
+    means.append(float(d.mean()))
+  assert means[0] < means[1] < means[2], means
+  b = _noisy(a, 0.3, 22)
+  np.testing.assert_allclose(lp(a, b), np.clip(np.asarray(lp.layers(a, b)).sum(-1), 0, 1), rtol=1e-6)
+  assert lp(a.reshape(2, 4, 64, 64, 3), b.reshape(2, 4, 64, 64, 3)).shape == (2, 4)
+  with pytest.raises(ValueError, match="at least 31x31"):
+    lp(a[:, :16, :16], a[:, :16, :16])
+
+
+def test_lpips_first_layer_matches_numpy(lpips_file):
+  """conv1 (stride 4, pad 2) + ReLU on LPIPS's scaled input, then normalise / square / lin / spatial mean,
+  written independently in NumPy."""
+  lp = distance.LPIPS.load(lpips_file)
+  w = _lpips_arrays()
+  a, b = _images(30, 2, 64), _noisy(_images(30, 2, 64), 0.2, 31)
+
+  def relu1(x):
+    x = (x * 2 - 1 - np.array([-0.030, -0.088, -0.188])) / np.array([0.458, 0.448, 0.450])
+    x = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    n = (x.shape[1] - 11) // 4 + 1
+    out = np.zeros((x.shape[0], n, n, CHANNELS[0]))
+    for i in range(n):
+      for j in range(n):
+        patch = x[:, 4 * i:4 * i + 11, 4 * j:4 * j + 11, :]  # [B, 11, 11, 3]
+        out[:, i, j] = np.tensordot(patch, w["conv1_w"], axes=([1, 2, 3], [0, 1, 2])) + w["conv1_b"]
+    return np.maximum(out, 0)
+
+  def unit(f):
+    return f / (np.sqrt((f ** 2).sum(-1, keepdims=True)) + 1e-10)
+
+  fa, fb = relu1(a), relu1(b)
+  assert fa.shape == (2, 15, 15, CHANNELS[0])
+  np.testing.assert_allclose(lp.features(jnp.asarray(a))[0], fa, rtol=1e-4, atol=1e-5)
+  expected = (((unit(fa) - unit(fb)) ** 2) @ w["lin1"]).mean(axis=(1, 2))
+  np.testing.assert_allclose(np.asarray(lp.layers(a, b))[:, 0], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_lpips_weight_file_errors(tmp_path, lpips_file):
+  arrays = _lpips_arrays()
+  missing = str(tmp_path / "missing.npz")
+  np.savez(missing, **{k: v for k, v in arrays.items() if k != "lin3"})
+  with pytest.raises(ValueError, match=r"missing\.npz has no key 'lin3'"):
+    distance.LPIPS.load(missing)
+  torch_layout = str(tmp_path / "torch.npz")
+  np.savez(torch_layout, **{**arrays, "conv2_w": arrays["conv2_w"].transpose(3, 2, 0, 1)})
+  with pytest.raises(ValueError, match=r"torch\.npz: 'conv2_w' has shape \(6, 4, 5, 5\), expected \(5, 5, 4, cout\)"):
+    distance.LPIPS.load(torch_layout)
+  negative = str(tmp_path / "negative.npz")
+  np.savez(negative, **{**arrays, "lin1": -arrays["lin1"]})
+  with pytest.raises(ValueError, match=r"negative\.npz: 'lin1' has negative weights"):
+    distance.LPIPS.load(negative)
+  with pytest.raises(ValueError, match=r"nowhere\.npz does not exist"):
+    distance.LPIPS.load(str(tmp_path / "nowhere.npz"))
+
+
+# ---- the endogenous reward and its config -------------------------------------------------------------
+
+def test_endogenous_reward_by_hand():
+  cfg = endogenous.RewardConfig()
+  d = jnp.array([0.0, 0.5, 1.0, 0.25, 0.1])
+  done = jnp.array([0.9, 0.8999, 1.0, 0.0, 0.95])  # exactly tau earns the bonus; just below does not
+  np.testing.assert_allclose(endogenous.endogenous_reward(d, done, cfg), [11.0, 0.5, 10.0, 0.75, 10.9], rtol=1e-6)
+  other = endogenous.RewardConfig(w_align=2.0, w_done=1.0, tau=0.5)
+  r = jax.jit(endogenous.endogenous_reward, static_argnums=2)(d, done, other)
+  np.testing.assert_allclose(r, [3.0, 2.0, 1.0, 1.5, 2.8], rtol=1e-6)
+
+
+def test_reward_config_errors(tmp_path):
+  assert endogenous.RewardConfig().validate().distance == "features"
+  bad = [(dict(kind="sparse"), "reward kind must be one of"),
+         (dict(distance="ssim"), "reward distance must be one of"),
+         (dict(distance="lpips"), "reward lpips_weights must name the LPIPS npz"),
+         (dict(distance="lpips", lpips_weights=str(tmp_path / "x.npz")), r"reward lpips_weights: no file .*x\.npz"),
+         (dict(w_done=-1.0), "reward w_done must be a finite number >= 0"),
+         (dict(tau=1.5), r"reward tau must be a probability in \[0, 1\]")]
+  for kw, msg in bad:
+    with pytest.raises(ValueError, match=msg):
+      endogenous.RewardConfig(**kw).validate()
+  # Only the endogenous reward reads a distance.
+  endogenous.RewardConfig(kind="learned", distance="lpips").validate()
+
+
+# ---- the learned reward head ------------------------------------------------------------------------
+
+N_TOKENS, KEY_TOKEN = 12, 5
+TABLE = np.array([0, 3, 1, 4, 1, 5, 9, 2], np.float32) / 3  # reward of the key token's value
+
+
+def _token_dataset(path: str) -> TokenDataset:
+  """reward[t] = TABLE[tokens[t + 1, KEY_TOKEN]]; other tokens are noise; the last step's reward is 0."""
+  rng = np.random.default_rng(0)
+  arrays, splits = {}, {"train": 24, "val": 8, "ood_all": 8}
+  for split, episodes in splits.items():
+    lengths = rng.integers(6, 12, episodes).astype(np.int32)
+    toks, rewards = [], []
+    for n in lengths:
+      t = rng.integers(0, len(TABLE), (n, N_TOKENS))
+      toks.append(t)
+      rewards.append(np.append(TABLE[t[1:, KEY_TOKEN]], 0.0))
+    s = int(lengths.sum())
+    arrays.update({f"{split}/tokens": np.concatenate(toks).astype(np.int16),
+                   f"{split}/action": rng.uniform(-1, 1, (s, 5)).astype(np.float32),
+                   f"{split}/reward": np.concatenate(rewards).astype(np.float32),
+                   f"{split}/success": np.zeros(s, bool), f"{split}/lengths": lengths,
+                   f"{split}/task_ids": rng.integers(0, 4, episodes).astype(np.int32)})
+  return TokenDataset(path, arrays, {"fingerprint": "synthetic/0", "splits": list(splits),
+                                     "tokens_per_frame": N_TOKENS})
+
+
+def _config(**head) -> ml_collections.ConfigDict:
+  c = wm_configs.get_config("tiny")  # levels (5, 5, 5): vocab 125
+  c.reward_head = ml_collections.ConfigDict({**dict(d_model=32, hidden=64, batch_size=16, steps=200, lr=3e-3,
+                                                   warmup=10, eval_every=100, checkpoint_every=80), **head})
+  return c
+
+
+def _lines(workdir: str) -> list[dict]:
+  with open(f"{workdir}/metrics.jsonl") as f:
+    return [json.loads(ln) for ln in f if json.loads(ln)["stage"] == "reward"]
+
+
+def test_reward_head_learns_resumes_and_loads(tmp_path):
+  tok_ds = _token_dataset(str(tmp_path / "tokens"))
+  c = _config()
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  a = learned.reward_stage(c, straight, tok_ds, progress=False)
+  assert a["val/reward_r2"] > 0.8 and a["ood_all/reward_r2"] > 0.8, a
+  with open(f"{straight}/tables/reward.json") as f:
+    assert json.load(f) == a
+  # Killed at 100 (last checkpoint 80), then resumed: the run an uninterrupted one would have been.
+  assert learned.reward_stage(c, killed, tok_ds, progress=False, max_steps_this_run=100) == {}
+  b = learned.reward_stage(c, killed, tok_ds, progress=False)
+  assert a == b and _lines(straight) == _lines(killed)
+  # A finished stage re-run retrains nothing.
+  n_lines = len(_lines(straight))
+  assert learned.reward_stage(c, straight, tok_ds, progress=False) == a and len(_lines(straight)) == n_lines
+
+  model, params = learned.load_reward_head(c, straight, 125, N_TOKENS)
+  ep = tok_ds.read("val", 0)
+  pred = np.asarray(model.apply(params, ep["tokens"][1:], ep["task"][1:]))
+  assert np.abs(pred - ep["reward"][:-1]).mean() < 0.3 * TABLE.std()
+  with pytest.raises(ValueError, match=r"incompatible config: d_model: checkpoint has 32, config has 48"):
+    learned.load_reward_head(_config(d_model=48), straight, 125, N_TOKENS)
+  with pytest.raises(ValueError, match=r"checkpoints/reward come from an incompatible config: "
+                                      r"reward: checkpoint has .*'d_model': 32"):
+    learned.reward_stage(_config(d_model=48), straight, tok_ds, progress=False)
+  with pytest.raises(ValueError, match=r"no reward-head checkpoint in .*nothing.*run the 'reward' stage first"):
+    learned.load_reward_head(c, str(tmp_path / "nothing"), 125, N_TOKENS)
+
+
+def test_reward_head_settings_and_shapes():
+  c = wm_configs.get_config("tiny")
+  assert learned.settings(c) == {**learned.TRAIN_DEFAULTS, **c.reward_head.to_dict()}
+  del c.reward_head  # without the group every field defaults
+  assert learned.settings(c) == learned.TRAIN_DEFAULTS
+  c.reward_head = ml_collections.ConfigDict(dict(steps=7))
+  assert learned.settings(c)["steps"] == 7 and learned.settings(c)["batch_size"] == 16
+  c.reward_head.stepz = 3
+  with pytest.raises(ValueError, match=r"reward_head has unknown fields \['stepz'\]"):
+    learned.settings(c)
+  with pytest.raises(ValueError, match="reward_head hidden must be a positive integer"):
+    learned.RewardHeadConfig(vocab=10, tokens_per_frame=4, hidden=0).validate()
+  head = learned.RewardHead(learned.RewardHeadConfig(vocab=10, tokens_per_frame=4, d_model=8, hidden=8))
+  p = head.init(jax.random.PRNGKey(0), jnp.zeros((3, 4), jnp.int32), jnp.zeros((3,), jnp.int32))
+  assert head.apply(p, jnp.ones((3, 4), jnp.int32), jnp.arange(3)).shape == (3,)
+  with pytest.raises(ValueError, match="expects 4 tokens per frame"):
+    head.apply(p, jnp.ones((3, 5), jnp.int32), jnp.arange(3))

@@ -1,0 +1,228 @@
+"""RL inside the world model: WorldModelEnv under the Env protocol, the fused PPO step on one device and
+on eight, exact resume of the PPO stage, and a non-finite loss that stops a stage without saving."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+
+from data_pipelines import open_dataset
+from experiments.configs import policy as policy_configs
+from rsr.train import loop, policy
+from rsr.train.checkpoint import Checkpointer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(tiny_dataset, tiny_world_model, **kw):
+  c = policy_configs.get_config("tiny")
+  c.data_dir, c.world_model_dir = tiny_dataset, tiny_world_model
+  for k, v in kw.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+@pytest.fixture(scope="module")
+def wm(tiny_dataset, tiny_world_model):
+  c = _config(tiny_dataset, tiny_world_model)
+  ds = open_dataset(tiny_dataset)
+  make_env, params, bank = policy.world_model_env(c, ds, progress=False)
+  return c, ds, make_env, params, bank
+
+
+@pytest.mark.parametrize("distance", ["features", "pixels", "tokens"])
+def test_world_model_env_protocol(wm, distance):
+  c, ds, _, params, bank = wm
+  c = _config(c.data_dir, c.world_model_dir, **{"rewards.distance": distance})
+  make_env, params, bank = policy.world_model_env(c, ds, progress=False)
+  env = make_env(params)
+  n = 4
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.zeros((n,), jnp.int32))
+  spec = env.observation_spec()
+  for k, s in spec.items():
+    assert state.obs[k].shape == (n,) + s.shape and state.obs[k].dtype == s.dtype, k
+  # The first observation is the last real context frame, decoded: close to the dataset's frame.
+  assert int(bank.task[0]) == 0 and bank.context.shape[1] == c.wm_env.context
+  step = jax.jit(env.step)
+  rewards, dones, dist = [], [], []
+  for t in range(c.wm_env.horizon + 2):
+    state = step(state, jnp.asarray(np.random.default_rng(t).uniform(-1, 1, (n, 5)), jnp.float32))
+    rewards.append(np.asarray(state.reward))
+    dones.append(np.asarray(state.done))
+    dist.append(np.asarray(state.info["distance"]))
+    done_prob = np.asarray(state.info["done_prob"])
+    # Reward = w_align * (1 - d) + w_done * 1[done >= tau], with d in [0, 1].
+    # (Where an episode just ended, AutoReset already shows the new episode's info.)
+    want = 1.0 * (1 - dist[-1]) + 10.0 * (done_prob >= 0.9)
+    live = ~dones[-1]
+    np.testing.assert_allclose(rewards[-1][live], want[live], rtol=1e-5, atol=1e-5)
+  dist = np.stack(dist)
+  assert ((dist >= 0) & (dist <= 1)).all() and dist[~np.stack(dones)].std() > 0  # frames differ from the goal, and change
+  dones = np.stack(dones)
+  assert dones[:c.wm_env.horizon].any(axis=0).all()  # every env ended by the horizon (truncation at least)
+
+
+def test_world_model_env_rejects_what_cannot_work(wm):
+  c, ds, _, _, _ = wm
+  with pytest.raises(ValueError, match="handcrafted exists only in the simulator"):
+    policy.check(_config(c.data_dir, c.world_model_dir, reward="handcrafted"))
+  with pytest.raises(ValueError, match="env=sim pays the simulator's handcrafted reward"):
+    policy.check(_config(c.data_dir, c.world_model_dir, env="sim", reward="endogenous"))
+  bad = _config(c.data_dir, c.world_model_dir, world_model_dir=os.path.join(c.data_dir, "nowhere"))
+  with pytest.raises(ValueError, match="no .*config.json"):
+    policy.world_model_env(bad, ds, progress=False)
+
+
+def test_learned_reward_runs_the_reward_head(wm):
+  c, ds, _, _, _ = wm
+  c = _config(c.data_dir, c.world_model_dir, reward="learned")
+  make_env, params, _ = policy.world_model_env(c, ds, progress=False)
+  env = make_env(params)
+  state = env.reset(jax.random.split(jax.random.PRNGKey(1), 2), jnp.zeros((2,), jnp.int32))
+  state = jax.jit(env.step)(state, jnp.zeros((2, 5)))
+  assert np.isfinite(np.asarray(state.reward)).all()
+  head = params.reward_head
+  assert head is not None  # the head's own prediction, not the endogenous formula
+  assert not np.allclose(np.asarray(state.reward), 1.0 - np.asarray(state.info["distance"]))
+
+
+_EIGHT = r"""
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from data_pipelines import open_dataset
+from experiments.configs import policy as policy_configs
+from rsr.agents import ppo
+from rsr.agents.networks import ActorCritic, init_params
+from rsr.train import fused, policy, sharding
+
+c = policy_configs.get_config("tiny")
+c.data_dir, c.world_model_dir = sys.argv[1], sys.argv[2]
+ds = open_dataset(c.data_dir)
+make_env, env_params, _ = policy.world_model_env(c, ds, progress=False)
+fcfg = policy.ppo_config(c)
+acfg = policy.agent_config(c)
+model = ActorCritic(acfg)
+params = init_params(acfg, jax.random.PRNGKey(0), (ds.spec.height, ds.spec.width))
+opt = ppo.make_optimizer(fcfg.ppo)
+out = {}
+for n in (1, 8):
+  mesh = sharding.make_mesh(n)
+  state = jax.jit(lambda ep: fused.init_state(make_env(ep), params, opt, jax.random.PRNGKey(1),
+                                              jnp.zeros((fcfg.num_envs,), jnp.int32), fcfg.num_envs))(env_params)
+  state = fused.place(state, mesh, fcfg.num_envs)
+  ep = sharding.replicate(env_params, mesh)
+  step = fused.make_fused_step(make_env, model.apply, opt, fcfg, sharding.batch_constraint(mesh, fcfg.num_envs))
+  losses = []
+  for i in range(2):
+    state, m = step(state, ep, critic_only=(i == 0))
+    losses.append(float(m["loss"]))
+  shards = sorted({len(x.sharding.device_set) for x in jax.tree_util.tree_leaves(state.env_state)
+                   if x.ndim and x.sharding.spec and x.sharding.spec[0] == "data"})
+  flat = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(jax.device_get(state.params))])
+  out[n] = {"losses": losses, "params": flat.tolist()[:2000], "norm": float(np.linalg.norm(flat)),
+            "devices": shards}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_fused_step_same_result_on_eight_devices(tiny_dataset, tiny_world_model):
+  """The same global batch on a mesh of 1 and of 8 (fake CPU) devices: same losses and parameters."""
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  r = subprocess.run([sys.executable, "-c", _EIGHT, tiny_dataset, tiny_world_model], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads(r.stdout.split("RESULT ", 1)[1])
+  one, eight = out["1"], out["8"]
+  assert eight["devices"] == [8]  # the env batch really was sharded over the 8 devices
+  np.testing.assert_allclose(eight["losses"], one["losses"], rtol=2e-4, atol=1e-5)
+  np.testing.assert_allclose(eight["params"], one["params"], rtol=1e-3, atol=1e-5)
+  assert abs(eight["norm"] - one["norm"]) < 1e-3 * one["norm"]
+
+
+def _ppo_lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    lines = [json.loads(ln) for ln in f]
+  return [{k: v for k, v in ln.items() if k != "train/env_steps_per_s"} for ln in lines if ln["stage"] == "ppo"]
+
+
+def test_ppo_stage_resumes_exactly(tiny_dataset, tiny_world_model, tmp_path):
+  """Killed after 2 of 4 compiled calls and re-run: the metrics equal an uninterrupted run's."""
+  c = _config(tiny_dataset, tiny_world_model)
+  c.eval.splits = "id"
+  c.eval.videos = 0
+  c.ppo.eval_every = 4  # the simulator evaluation once, at the end
+  ds = open_dataset(tiny_dataset)
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  for w in (straight, killed):
+    policy.bc_stage(c, w, ds, progress=False)
+  a = policy.ppo_stage(c, straight, ds, progress=False)
+  assert policy.ppo_stage(c, killed, ds, progress=False, max_steps_this_run=2) == {}
+  b = policy.ppo_stage(c, killed, ds, progress=False)
+  la, lb = _ppo_lines(straight), _ppo_lines(killed)
+  assert [ln["step"] for ln in la if "train/loss" in ln] == [1, 2, 3, 4] and la == lb
+  assert a == b and "sim_id/success" in a
+  assert {"train/approx_kl", "train/entropy", "train/value_loss", "train/episode_return",
+          "train/success"} <= set([ln for ln in la if "train/loss" in ln][-1])
+
+
+@struct.dataclass
+class _Toy:
+  step: jax.Array
+  w: jax.Array
+
+
+def test_non_finite_loss_stops_without_saving(tmp_path):
+  def step_fn(state, _):
+    w = state.w + 1.0
+    loss = jnp.where(state.step >= 3, jnp.nan, w.sum())
+    return _Toy(step=state.step + 1, w=jnp.where(state.step >= 3, jnp.nan, w)), {"loss": loss}
+
+  init = _Toy(step=jnp.zeros((), jnp.int32), w=jnp.zeros((2,)))
+  with pytest.raises(FloatingPointError, match="loss is nan at step 4; stopped without saving"):
+    loop.run("toy", str(tmp_path), init, None, step_fn, 10, lambda s: {}, 100, 1, compat={"toy": 1},
+             progress=False)
+  ckpt = Checkpointer(str(tmp_path / "checkpoints" / "toy"), compat={"toy": 1})
+  assert ckpt.latest_step() == 3
+  state, _ = ckpt.restore(init)
+  ckpt.close()
+  assert np.isfinite(np.asarray(state.w)).all() and float(state.w[0]) == 3.0
+
+
+def test_train_policy_binary_tiny(tiny_dataset, tiny_world_model, tmp_path):
+  """The binary as a user runs it: BC then PPO in the world model; metrics, TensorBoard, videos, table."""
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  r = subprocess.run([sys.executable, "-m", "experiments.train_policy", "--config=experiments/configs/policy.py:tiny",
+                      f"--config.data_dir={tiny_dataset}", f"--config.world_model_dir={tiny_world_model}",
+                      "--config.eval.splits=id,ood_color", "--config.eval.videos=1", f"--workdir={tmp_path}"],
+                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  for f in ("config.json", "metrics.jsonl", "videos/sim_id.gif", "videos/sim_ood_color.gif", "videos/imagined.gif",
+            "tables/ppo.json"):
+    assert os.path.getsize(tmp_path / f) > 0, f
+  for stage in ("bc", "ppo"):
+    assert list((tmp_path / "tb" / stage).glob("events.out.tfevents.*")), stage
+  table = json.loads((tmp_path / "tables/ppo.json").read_text())
+  assert table["updates"] == 4 and 0.0 <= table["sim_ood_color/success"] <= 1.0
+  assert "workdir:" in r.stdout
+
+
+def test_train_policy_binary_bad_flags(tiny_dataset, tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  r = subprocess.run([sys.executable, "-m", "experiments.train_policy", "--config=experiments/configs/policy.py:tiny",
+                      f"--config.data_dir={tiny_dataset}", "--config.env=sim", "--config.reward=endogenous",
+                      f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode != 0
+  assert "env=sim pays the simulator's handcrafted reward" in r.stderr and "Traceback" not in r.stderr
