@@ -2,6 +2,7 @@
 
     state = env.reset(key, scene)     # scene: a pytree of scene parameters (or a world model's context)
     state = env.step(state, action)   # pure; vmap over a batch, lax.scan over time
+    states = env.batch_step(states, actions)   # a batch (default: vmap; an env may batch natively)
 
 PPO, evaluation and data collection only ever see this interface, so the world model is a drop-in
 replacement for the simulator (the paper's thesis, made literal).
@@ -60,6 +61,18 @@ class Env(abc.ABC):
   @abc.abstractmethod
   def action_spec(self) -> ActionSpec:
     """Shape and bounds of one environment's action."""
+
+  def batch_reset(self, keys: jax.Array, scenes: Any) -> State:
+    """reset for a batch: keys [B, ...], scenes with a leading axis B -> a State with leading axis B.
+
+    The default vmaps `reset`. An env whose natural form is a batch overrides it (the world model: one
+    batched network call is about 3x faster on CPU than a vmapped batch-of-one call); `reset` must then
+    stay equal to this on a batch of one."""
+    return jax.vmap(self.reset)(keys, scenes)
+
+  def batch_step(self, states: State, actions: jax.Array) -> State:
+    """step for a batch (leading axis B on every leaf of states and on actions); see batch_reset."""
+    return jax.vmap(self.step)(states, actions)
 
   def check_action(self, action: jax.Array, batch_dims: int = 0) -> None:
     """Raises a ValueError naming the bad shape (at trace time, before anything compiles)."""

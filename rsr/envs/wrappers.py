@@ -36,18 +36,31 @@ class EpisodeStats(Wrapper):
   """Tracks the running episode's return and length, and the last finished episode's.
 
   info gains: episode_return, episode_length (running), last_return, last_length, last_success
-  (of the most recently finished episode; zero before the first one ends).
+  (of the most recently finished episode; zero before the first one ends). Its arithmetic is elementwise,
+  so one environment and a batch share it (batch_reset / batch_step keep the wrapped env's own batching).
   """
 
   def reset(self, key, scene):
-    s = self.env.reset(key, scene)
-    zero_f, zero_i = jnp.zeros(()), jnp.zeros((), jnp.int32)
-    info = dict(s.info, episode_return=zero_f, episode_length=zero_i, last_return=zero_f,
-                last_length=zero_i, last_success=jnp.zeros((), bool))
-    return s.replace(info=info)
+    return self._start(self.env.reset(key, scene))
+
+  def batch_reset(self, keys, scenes):
+    return self._start(self.env.batch_reset(keys, scenes))
 
   def step(self, state, action):
-    s = self.env.step(state, action)
+    return self._track(state, self.env.step(state, action))
+
+  def batch_step(self, states, actions):
+    return self._track(states, self.env.batch_step(states, actions))
+
+  @staticmethod
+  def _start(s):
+    zero_f, zero_i = jnp.zeros_like(s.reward), jnp.zeros(s.reward.shape, jnp.int32)
+    info = dict(s.info, episode_return=zero_f, episode_length=zero_i, last_return=zero_f,
+                last_length=zero_i, last_success=jnp.zeros(s.reward.shape, bool))
+    return s.replace(info=info)
+
+  @staticmethod
+  def _track(state, s):
     ret = state.info["episode_return"] + s.reward
     length = state.info["episode_length"] + 1
     info = dict(s.info, episode_return=ret, episode_length=length,
@@ -58,14 +71,15 @@ class EpisodeStats(Wrapper):
 
 
 class Vmap(Wrapper):
-  """A batch of environments: reset(keys[B], scenes[B]) and step(states[B], actions[B, ...])."""
+  """A batch of environments: reset(keys[B], scenes[B]) and step(states[B], actions[B, ...]), through the
+  wrapped env's batch_reset / batch_step (a vmap unless the env batches natively)."""
 
   def reset(self, keys, scenes):
-    return jax.vmap(self.env.reset)(keys, scenes)
+    return self.env.batch_reset(keys, scenes)
 
   def step(self, states, actions):
     self.env.check_action(actions, batch_dims=1)
-    return jax.vmap(self.env.step)(states, actions)
+    return self.env.batch_step(states, actions)
 
 
 _CARRIED = ("episode_return", "episode_length")  # running stats that restart with the episode

@@ -63,6 +63,8 @@ class DynamicsConfig:
     return self.d_model // self.heads
 
   def validate(self) -> "DynamicsConfig":
+    if self.window < 2:
+      raise ValueError(f"window must be >= 2 (the cache keeps window - 1 past frames), got {self.window}")
     if self.d_model % self.heads:
       raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
     if self.head_dim % 2:
@@ -86,11 +88,17 @@ def rope(x: jax.Array, pos: jax.Array) -> jax.Array:
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """q [..., Lq, H, dh], k/v [..., Lk, H, dh], mask broadcastable to [..., H, Lq, Lk] -> [..., Lq, H, dh]."""
-  logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / np.sqrt(q.shape[-1]).astype(np.float32)
+  """q [..., Lq, H, dh], k/v [..., Lk, H, dh], mask broadcastable to [..., H, Lq, Lk] -> [..., Lq, H, dh].
+
+  Heads move in front of the sequence axes first so that both products are plain batched matmuls
+  ([..., H, Lq, dh] x [..., H, dh, Lk]); XLA's CPU backend ran the einsum with the heads in the middle
+  about 4x slower (a batch of 32 frames of 256 tokens: 102 ms vs 27 ms)."""
+  scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
+  qh, kh, vh = (jnp.swapaxes(x, -2, -3) for x in (q, k, v))  # [..., H, L, dh]
+  logits = jnp.matmul(qh, jnp.swapaxes(kh, -1, -2)) * scale
   if mask is not None:
     logits = jnp.where(mask, logits, -1e9)
-  return jnp.einsum("...hqk,...khd->...qhd", jax.nn.softmax(logits, axis=-1), v)
+  return jnp.swapaxes(jnp.matmul(jax.nn.softmax(logits, axis=-1), vh), -2, -3)
 
 
 class Heads(nn.Module):
@@ -147,34 +155,44 @@ class Block(nn.Module):
     return self._mlp(x)
 
   def step(self, x, act, pos, k_cache, v_cache, valid):
-    """One new frame. x [B, N, D]; act [B, A, D] or None; pos i32[B]; k/v_cache [B, N, W, H, dh];
-    valid bool[B, W] (cache slots holding a frame). Returns (x, k_new, v_new) with k/v_new [B, N, H, dh]."""
+    """One new frame. x [B, N, D]; act [B, A, D] or None; pos i32[B]; k/v_cache [B, N, S, H, dh];
+    valid bool[B, S] (cache slots holding a frame). Returns (x, k_new, v_new) with k/v_new [B, N, H, dh]."""
     x = self._spatial_and_cross(x, act)
     h = self.norm_t(x)
     q = rope(self.temporal.q(h)[:, :, None], pos[:, None, None])[:, :, 0]  # [B, N, H, dh]
     k_new = rope(self.temporal.k(h)[:, :, None], pos[:, None, None])[:, :, 0]
     v_new = self.temporal.v(h)
-    keys = jnp.concatenate([k_cache, k_new[:, :, None]], axis=2)  # [B, N, W + 1, H, dh]
-    vals = jnp.concatenate([v_cache, v_new[:, :, None]], axis=2)
-    mask = jnp.concatenate([valid, jnp.ones(valid.shape[:1] + (1,), bool)], axis=1)  # [B, W + 1]
-    out = attend(q[:, :, None], keys, vals, mask[:, None, None, None, :])[:, :, 0]
+    # Attention over the S cached frames and the frame itself, without concatenating keys/values (a copy
+    # of the whole cache per layer): scores of both parts, one softmax over S + 1, two weighted sums.
+    scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
+    s_cache = jnp.sum(q[:, :, None] * k_cache, axis=-1) * scale  # [B, N, S, H]
+    s_cache = jnp.where(valid[:, None, :, None], s_cache, -1e9)
+    s_self = jnp.sum(q * k_new, axis=-1)[:, :, None] * scale  # [B, N, 1, H]
+    p = jax.nn.softmax(jnp.concatenate([s_cache, s_self], axis=2), axis=2)
+    out = jnp.sum(p[:, :, :-1, :, None] * v_cache, axis=2) + p[:, :, -1, :, None] * v_new
     x = x + self.temporal.o(out)
     return self._mlp(x), k_new, v_new
 
 
 @struct.dataclass
 class Cache:
-  """Temporal keys/values of the last W frames of every layer, oldest first, per environment."""
+  """Temporal keys/values of the last W - 1 frames of every layer, per environment (batch axis first, like
+  every batched state).
 
-  k: jax.Array  # f32[L, B, N, W, H, dh]
-  v: jax.Array  # f32[L, B, N, W, H, dh]
-  valid: jax.Array  # bool[B, W] slot holds a frame
+  A ring buffer: a new frame overwrites the oldest slot in place (a scatter into a donated buffer) instead
+  of shifting the whole cache, which at 256 environments moved hundreds of megabytes per imagined frame.
+  Slot order does not matter to attention: keys carry their rotary position from when they were written,
+  and `valid` masks empty slots."""
+
+  k: jax.Array  # f32[B, L, N, S, H, dh] with S = W - 1 slots (a ring: frame p lives in slot p mod S)
+  v: jax.Array  # f32[B, L, N, S, H, dh]
+  valid: jax.Array  # bool[B, S] slot holds a frame
   pos: jax.Array  # i32[B] position of the next frame
-  last: jax.Array  # i32[B, N] tokens of the newest frame (read when valid[:, -1])
+  last: jax.Array  # i32[B, N] tokens of the newest frame (read when pos > 0)
 
 
 def init_cache(cfg: DynamicsConfig, batch: int) -> Cache:
-  shape = (cfg.layers, batch, cfg.tokens_per_frame, cfg.window - 1, cfg.heads, cfg.head_dim)
+  shape = (batch, cfg.layers, cfg.tokens_per_frame, cfg.window - 1, cfg.heads, cfg.head_dim)
   # W - 1 past frames + the new one = the training window, so imagination sees what training saw.
   return Cache(k=jnp.zeros(shape), v=jnp.zeros(shape), valid=jnp.zeros((batch, cfg.window - 1), bool),
                pos=jnp.zeros((batch,), jnp.int32), last=jnp.zeros((batch, cfg.tokens_per_frame), jnp.int32))
@@ -255,26 +273,27 @@ class Dynamics(nn.Module):
     """
     act = self._action(prev_action, has_action)
     cross = act if (act is not None and act.ndim == 3) else None
-    prev_tokens = jnp.where(cache.valid[:, -1:], cache.last, self.cfg.vocab)
+    prev_tokens = jnp.where((cache.pos > 0)[:, None], cache.last, self.cfg.vocab)
     x = self._embed(tokens, task, act if cross is None else None, prev_tokens)
     ks, vs = [], []
     for i, blk in enumerate(self.blocks):
-      x, k_new, v_new = blk.step(x, cross, cache.pos, cache.k[i], cache.v[i], cache.valid)
+      x, k_new, v_new = blk.step(x, cross, cache.pos, cache.k[:, i], cache.v[:, i], cache.valid)
       ks.append(k_new)
       vs.append(v_new)
     logits, done = self._heads(x)
     if write:
-      cache = append(cache, jnp.stack(ks), jnp.stack(vs), tokens)
+      cache = append(cache, jnp.stack(ks, axis=1), jnp.stack(vs, axis=1), tokens)
     return cache, done, logits
 
 
 def append(cache: Cache, k_new: jax.Array, v_new: jax.Array, tokens: jax.Array) -> Cache:
-  """Pushes one frame's keys/values [L, B, N, H, dh] and tokens i32[B, N] into the cache, dropping the
-  oldest frame when full."""
-  k = jnp.concatenate([cache.k[:, :, :, 1:], k_new[:, :, :, None]], axis=3)
-  v = jnp.concatenate([cache.v[:, :, :, 1:], v_new[:, :, :, None]], axis=3)
-  valid = jnp.concatenate([cache.valid[:, 1:], jnp.ones_like(cache.valid[:, :1])], axis=1)
-  return Cache(k=k, v=v, valid=valid, pos=cache.pos + 1, last=tokens)
+  """Writes one frame's keys/values [B, L, N, H, dh] and tokens i32[B, N] into each environment's slot
+  pos mod S, overwriting the oldest frame when the ring is full."""
+  b = jnp.arange(cache.pos.shape[0])
+  slot = cache.pos % cache.valid.shape[1]
+  # Index arrays on axes 0 and 3 with slices between: the selected [B, L, N, H, dh] block is what k_new is.
+  return Cache(k=cache.k.at[b, :, :, slot].set(k_new), v=cache.v.at[b, :, :, slot].set(v_new),
+               valid=cache.valid.at[b, slot].set(True), pos=cache.pos + 1, last=tokens)
 
 
 def reset_cache(cache: Cache, which: jax.Array) -> Cache:

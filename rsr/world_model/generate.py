@@ -42,26 +42,35 @@ def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task:
             config: GenerateConfig = GenerateConfig()) -> tuple[Cache, jax.Array, jax.Array]:
   """One imagined frame for every environment.
 
-  prev_action f32[B, A] (the action taken at the last frame), task i32[B]
-  -> (cache with the new frame, tokens i32[B, N], done_logit f32[B]).
+  prev_action f32[B, A] (the action taken at the last frame), task i32[B], key: one PRNG key for the
+  batch (u32[2]) or one per environment (u32[B, 2], so that an environment's frames do not depend on
+  which batch it runs in) -> (cache with the new frame, tokens i32[B, N], done_logit f32[B]).
   """
   cfg = model.cfg
   b, n = prev_action.shape[0], cfg.tokens_per_frame
+  per_env = key.ndim == 2
+  split = jax.vmap(lambda k: jax.random.split(k, 3)) if per_env else (lambda k: jax.random.split(k, 3))
   has = jnp.ones((b,), bool)
   tokens = jnp.full((b, n), cfg.mask_id, jnp.int32)
   for step in range(config.steps):
-    key, k_sample, k_order = jax.random.split(key, 3)
+    keys = split(key)
+    key, k_sample, k_order = (keys[:, i] for i in range(3)) if per_env else keys
     _, _, logits = model.apply(params, cache, tokens, prev_action, has, task, write=False,
                                method=Dynamics.observe)
     if config.temperature > 0:
-      sample = jax.random.categorical(k_sample, logits / config.temperature)
+      scaled = logits / config.temperature
+      sample = (jax.vmap(jax.random.categorical)(k_sample, scaled) if per_env
+                else jax.random.categorical(k_sample, scaled))
     else:
       sample = jnp.argmax(logits, axis=-1)
     masked = tokens == cfg.mask_id
     if config.order == "confidence":
-      score = jnp.take_along_axis(jax.nn.log_softmax(logits), sample[..., None], axis=-1)[..., 0]
+      # log p(sample) = logit(sample) - logsumexp(logits): no [B, N, vocab] log-softmax materialised.
+      picked = jnp.take_along_axis(logits, sample[..., None], axis=-1)[..., 0]
+      score = picked - jax.nn.logsumexp(logits, axis=-1)
     else:
-      score = jax.random.uniform(k_order, (b, n))
+      score = (jax.vmap(lambda k: jax.random.uniform(k, (n,)))(k_order) if per_env
+               else jax.random.uniform(k_order, (b, n)))
     score = jnp.where(masked, score, jnp.inf)  # tokens fixed earlier stay fixed
     keep = fixed_after(step, config.steps, n)
     thresh = jnp.sort(score, axis=-1)[:, n - keep][:, None]

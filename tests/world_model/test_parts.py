@@ -96,6 +96,32 @@ def test_maskgit_schedule_and_imagine():
   assert reset.pos.tolist() == [0, 4, 4] and not bool(reset.valid[0].any())
 
 
+def test_cache_ring_keeps_the_newest_frames():
+  """Past the window, the ring overwrites the oldest slot: its slots hold exactly the last W - 1 frames.
+  Layer-0 keys depend only on the frame, its predecessor, the action and the position (not on the cached
+  history), so a cache large enough never to wrap must hold the same keys for those frames."""
+  kw = dict(vocab=50, tokens_per_frame=6, d_model=32, layers=2, heads=4, prev_frame_input=True)
+  small, big = dyn.DynamicsConfig(window=4, **kw), dyn.DynamicsConfig(window=9, **kw)
+  m_small, m_big = dyn.Dynamics(small), dyn.Dynamics(big)
+  k = jax.random.PRNGKey(0)
+  tok = jax.random.randint(k, (2, 7, 6), 0, 50)
+  act = jax.random.uniform(k, (2, 7, 5), minval=-1, maxval=1)
+  task = jnp.array([1, 2])
+  p = m_small.init(k, tok[:, :4], act[:, :4], task)
+  c_small, c_big = dyn.init_cache(small, 2), dyn.init_cache(big, 2)
+  for t in range(7):
+    prev, has = (act[:, t - 1] if t else jnp.zeros((2, 5))), jnp.full((2,), t > 0)
+    c_small = m_small.apply(p, c_small, tok[:, t], prev, has, task, method=dyn.Dynamics.observe)[0]
+    c_big = m_big.apply(p, c_big, tok[:, t], prev, has, task, method=dyn.Dynamics.observe)[0]
+  assert c_small.pos.tolist() == [7, 7] and bool(c_small.valid.all())
+  np.testing.assert_array_equal(c_small.last, tok[:, 6])
+  for t in (4, 5, 6):  # frame t sits in slot t mod 3; frames 0..3 were overwritten
+    np.testing.assert_allclose(c_small.k[:, 0, :, t % 3], c_big.k[:, 0, :, t], atol=1e-5)
+    np.testing.assert_allclose(c_small.v[:, 0, :, t % 3], c_big.v[:, 0, :, t], atol=1e-5)
+  with pytest.raises(ValueError, match="window must be >= 2"):
+    dyn.DynamicsConfig(window=1, **kw).validate()
+
+
 def test_mask_sampling_spares_the_first_frame():
   m = dynamics_train.sample_mask(jax.random.PRNGKey(0), (64, 5, 32))
   assert not bool(m[:, 0].any())
