@@ -22,6 +22,11 @@ Entries:
         decoded to the host and the reward computed there from the tokenizer's features), same weights,
         same run. FLOP/s of the fused step (XLA's cost analysis per piece x how often the step runs it,
         since XLA counts a scan's body once) over the measured dense-matmul FLOP/s of this machine (mfu).
+  scaling  world-model training tokens/s on --scaling_devices devices (fake CPU devices unless XLA_FLAGS
+        already sets them; data parallel, plus one FSDP row with a model axis of 2), relative to 1 device;
+        and the paper model on 8 devices under FSDP: per-device parameter and optimizer memory for model
+        axes 1..8 (from the arrays' shardings) and the time to lower and compile one training step.
+        Run it alone: it starts jax with the fake devices.
 Speed is compared as a ratio within one run; the machine is shared and absolute numbers are noisy.
 """
 
@@ -37,7 +42,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments.common import usage_errors  # noqa: E402
 
-BENCHES = ("sim", "data", "world_model", "imagination")
+BENCHES = ("sim", "data", "world_model", "imagination", "scaling")
 _ONLY = flags.DEFINE_string("only", ",".join(BENCHES), f"Comma list of entries to run: {', '.join(BENCHES)}.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the JSON figures.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Environments stepped in parallel.")
@@ -54,6 +59,10 @@ _WM_PRESET = flags.DEFINE_string("wm_preset", "cpu", "world_model: preset of con
 _WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagined in parallel.")
 _IMAG_ENVS = flags.DEFINE_integer("imag_envs", 256, "imagination: environments of the fused step.")
 _IMAG_REF_STEPS = flags.DEFINE_integer("imag_reference_steps", 6, "imagination: steps timed on the reference loop.")
+_SCALE_PRESET = flags.DEFINE_string("scaling_preset", "cpu", "scaling: world-model preset whose training is timed.")
+_SCALE_DEVICES = flags.DEFINE_string("scaling_devices", "1,2,4,8", "scaling: device counts (CPU: fake devices).")
+_SCALE_PAPER = flags.DEFINE_bool("scaling_paper", True, "scaling: also compile one FSDP step of the paper "
+                                 "model on an 8-device mesh (minutes on CPU).")
 
 
 def _timed_steps(step, state, *args, repeats: int = 3):
@@ -267,6 +276,78 @@ def bench_world_model(preset: str, envs: int) -> dict:
   }
 
 
+def bench_scaling(preset: str, device_counts: list[int], paper: bool) -> dict:
+  """World-model training throughput on 1..8 devices (data parallel; the batch is split, the parameters
+  replicated), one FSDP row (model axis 2), and the paper model's per-device memory under FSDP."""
+  import jax
+  import jax.numpy as jnp
+
+  from experiments.configs import world_model as wm_configs
+  from rsr.train import sharding
+  from rsr.world_model import dynamics as dyn
+  from rsr.world_model import dynamics_train
+
+  c = wm_configs.get_config(preset)
+  side = 16 if preset != "tiny" else 4
+  mcfg = dynamics_train.dynamics_config(c, 1000, side * side, "action")
+  model = dyn.Dynamics(mcfg)
+  b, w, n = max(c.dynamics_train.batch_size, max(device_counts)), mcfg.window, mcfg.tokens_per_frame
+  trn = dynamics_train.DynamicsTrainConfig(batch_size=b, steps=100)
+  key = jax.random.PRNGKey(0)
+  host_batch = {"tokens": jax.random.randint(key, (b, w, n), 0, 1000), "action": jnp.zeros((b, w, 5)),
+                "task": jnp.zeros((b,), jnp.int32), "done": jnp.zeros((b, w)), "mask": jnp.ones((b, w), bool)}
+  rows = []
+  for devices, model_axis in [(d, 1) for d in device_counts] + [(max(device_counts), 2)]:
+    if devices > jax.device_count():
+      continue
+    mesh = sharding.make_mesh(devices, model=model_axis)
+    fsdp = model_axis > 1
+    placed = sharding.state_shardings(jax.eval_shape(lambda: dynamics_train.init_state(model, trn, key)),
+                                      mesh, fsdp)
+    state = jax.device_put(dynamics_train.init_state(model, trn, key), placed)
+    batch = jax.device_put(host_batch, sharding.batch_sharding(mesh))
+    train_step = dynamics_train.make_train_step(model, trn)
+
+    def step(s, bt, train_step=train_step, placed=placed):  # one layout across calls, as loop.run keeps it
+      s, m = train_step(s, bt)
+      return jax.device_put(s, placed), m
+
+    state, t = _timed_steps(step, state, batch, repeats=3)
+    rows.append({"devices": devices, "model_axis": model_axis, "fsdp": fsdp, "step_s": t,
+                 "tokens_per_s": b * w * n / t})
+  base = rows[0]["tokens_per_s"]
+  for r in rows:
+    r["relative_to_1"] = r["tokens_per_s"] / base
+  out = {"preset": preset, "batch": b, "rows": rows}
+  if paper and jax.device_count() >= 8:
+    pc = wm_configs.get_config("paper")
+    pcfg = dynamics_train.dynamics_config(pc, 15360, 512, "action")
+    pm = dyn.Dynamics(pcfg)
+    ptrn = dynamics_train.DynamicsTrainConfig(batch_size=8, steps=100)
+    abstract = jax.eval_shape(lambda: dynamics_train.init_state(pm, ptrn, key))
+    mem = {}
+    for m in (1, 2, 4, 8):
+      sh = sharding.state_shardings(abstract, sharding.make_mesh(8, model=m), fsdp=m > 1)
+      mem[f"model_{m}"] = {"params_mb": sharding.bytes_per_device(abstract.params, sh.params) / 2**20,
+                           "opt_state_mb": sharding.bytes_per_device(abstract.opt_state, sh.opt_state) / 2**20}
+    mesh = sharding.make_mesh(8, model=8)
+    sh = sharding.state_shardings(abstract, mesh, fsdp=True)
+    spec = {"tokens": ((8, pcfg.window, 512), jnp.int32), "action": ((8, pcfg.window, 5), jnp.float32),
+            "task": ((8,), jnp.int32), "done": ((8, pcfg.window), jnp.float32),
+            "mask": ((8, pcfg.window), jnp.bool_)}
+    args = (jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, sh),
+            {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh)) for k, (s, d) in spec.items()})
+    t = time.perf_counter()
+    lowered = dynamics_train.make_train_step(pm, ptrn).lower(*args)
+    t_lower = time.perf_counter() - t
+    compiled = lowered.compile()
+    out["paper"] = {"params": dyn.param_count(abstract.params), "per_device": mem, "lower_s": t_lower,
+                    "compile_s": time.perf_counter() - t - t_lower,
+                    "params_mb_after_step": sharding.bytes_per_device(
+                        abstract.params, compiled.output_shardings[0].params) / 2**20}
+  return out
+
+
 def matmul_flops_per_s(n: int | None = None, repeats: int = 5) -> float:
   """Dense f32 matmul FLOP/s of this machine now (the denominator of compute efficiency); 1024^2 on a CPU,
   8192^2 on an accelerator (smaller products leave a GPU idle between launches)."""
@@ -444,6 +525,10 @@ def main(argv):
     if _TASK.value not in TASK_NAMES:
       raise ValueError(f"unknown task {_TASK.value!r}; valid tasks: {', '.join(TASK_NAMES)}")
 
+  if "scaling" in only and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    # Fake CPU devices for the scaling rows (set before jax starts; no effect on accelerators' devices).
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
+                               + str(max(int(d) for d in _SCALE_DEVICES.value.split(",")))).strip()
   import jax
   results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                          "jax": jax.__version__, "backend": jax.default_backend()}}
@@ -484,6 +569,19 @@ def main(argv):
           f"{r['matmul_flops_per_s'] / 1e9:.1f} matmul GFLOP/s (mfu {r['mfu']:.2f}); work per transition "
           f"{r['fused_flops_per_transition'] / 1e9:.2f} vs {r['loop_flops_per_transition'] / 1e9:.2f} GFLOP "
           f"(ratio at equal efficiency {r['ratio_at_equal_efficiency']:.1f}x)")
+  if "scaling" in only:
+    devices = [int(d) for d in _SCALE_DEVICES.value.split(",")]
+    print(f"scaling: {_SCALE_PRESET.value} world-model training on {devices} devices (compiling...)", flush=True)
+    with usage_errors():
+      results["scaling"] = bench_scaling(_SCALE_PRESET.value, devices, _SCALE_PAPER.value)
+    for r in results["scaling"]["rows"]:
+      print(f"scaling: {r['devices']} devices (model axis {r['model_axis']}): {r['tokens_per_s']:.0f} tokens/s "
+            f"({r['relative_to_1']:.2f}x of 1 device)")
+    if "paper" in results["scaling"]:
+      p = results["scaling"]["paper"]
+      print(f"scaling: paper model ({p['params'] / 1e6:.0f}M) per device: "
+            + ", ".join(f"{k} {v['params_mb']:.0f}+{v['opt_state_mb']:.0f} MB" for k, v in p["per_device"].items())
+            + f" (params + optimizer); FSDP step lowers in {p['lower_s']:.0f} s, compiles in {p['compile_s']:.0f} s")
   if _OUT.value:
     from rsr.utils import media
     media.write_json(_OUT.value, results)

@@ -19,15 +19,12 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.common import parse_stages, usage_errors
+from experiments.common import initialize_distributed, parse_stages, usage_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "policy.py") + ":cpu",
     "Policy config file and preset (tiny, cpu, paper).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/policy", "Where checkpoints, metrics and videos go.")
-_COORD = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-process runs).")
-_NPROC = flags.DEFINE_integer("num_processes", 0, "Processes in a multi-process run (0: one, or the cluster's).")
-_PID = flags.DEFINE_integer("process_id", -1, "This process's index (-1: from the cluster environment).")
 
 STAGES = ("bc", "ppo")
 
@@ -36,8 +33,7 @@ def main(argv):
   del argv
   from absl import logging
 
-  from rsr.train import sharding
-  sharding.initialize(_COORD.value, _NPROC.value, _PID.value)
+  initialize_distributed()
   from data_pipelines import open_dataset
   from rsr.train import policy
   from rsr.utils import media

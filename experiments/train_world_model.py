@@ -17,7 +17,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.common import parse_stages, usage_errors
+from experiments.common import initialize_distributed, parse_stages, usage_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "world_model.py") + ":cpu",
@@ -27,6 +27,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/world_model", "Where checkpoints
 
 def main(argv):
   del argv
+  initialize_distributed()
   from data_pipelines import open_dataset
   from experiments.configs.world_model import STAGES
   from rsr.utils import media

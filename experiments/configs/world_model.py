@@ -4,6 +4,8 @@ tiny   tests: a tokenizer of a few thousand parameters on 16x16 frames, tens of 
 cpu    the quickstart: 64x64 frames -> 16x16 tokens over FSQ levels (8, 5, 5, 5) = 1000 codes; minutes
        on 2 cores.
 paper  128x128 frames (front + wrist) -> 16x16 tokens per view, levels (8, 8, 8, 6, 5) = 15360 codes.
+gpu    paper's model on one GPU: bf16 matmuls, remat, a batch that fits 80 GB.
+tpu_pod  paper's model on a pod slice: bf16, remat, FSDP over a `model` axis of 8, a global batch of 512.
 
 Stages run in order, each resumable: `tokenizer` (train it; WORKDIR/checkpoints/tokenizer), `tokenize`
 (the derived dataset WORKDIR/tokens/tokens.npz), `dynamics` (WM_act; WORKDIR/checkpoints/dynamics),
@@ -14,7 +16,8 @@ WORKDIR/checkpoints/reward). The goal model trains with the dynamics settings (d
 
 import ml_collections
 
-PRESETS = ("tiny", "cpu", "paper")
+PRESETS = ("tiny", "cpu", "paper", "gpu", "tpu_pod")
+ACCELERATOR = ("gpu", "tpu_pod")  # the paper preset's model and data, scaled for accelerators
 STAGES = ("tokenizer", "tokenize", "dynamics", "goal", "reward")
 
 
@@ -23,6 +26,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
   c = ml_collections.ConfigDict()
   c.preset = preset
+  accel, preset = preset, ("paper" if preset in ACCELERATOR else preset)
   c.data_dir = "runs/data"  # a collect workdir (experiments.collect) or a dataset directory
   c.seed = 0
   c.stages = ",".join(STAGES)
@@ -81,6 +85,24 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   r.warmup = {"tiny": 2, "cpu": 50, "paper": 500}[preset]
   r.eval_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
   r.checkpoint_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
+
+  d.dtype = "float32"  # or "bfloat16" (matmuls; softmax, logits, losses and done head stay f32)
+  d.remat = False  # activation checkpointing of the transformer blocks
+
+  # Devices (rsr/train/sharding.py): batches split over every device; `model` > 1 with fsdp splits
+  # parameters and optimizer state over that axis.
+  m = c.mesh = ml_collections.ConfigDict()
+  m.model = 1
+  m.fsdp = False
+
+  if accel == "gpu":
+    d.dtype, d.remat = "bfloat16", True
+    dt.batch_size = 32
+  elif accel == "tpu_pod":
+    d.dtype, d.remat = "bfloat16", True
+    m.model, m.fsdp = 8, True
+    dt.batch_size = t.batch_size = 512
+    r.batch_size = 1024
 
   g = c.generate = ml_collections.ConfigDict()
   g.steps = 2  # MaskGIT refinement steps per imagined frame (the paper: 2)

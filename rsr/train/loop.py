@@ -6,6 +6,11 @@ as PPO: its batch is then None), and an evaluation `state -> metrics`. Resuming 
 loader's position from the latest checkpoint, so the batches, and therefore the losses, after a resume are
 those of an uninterrupted run. A non-finite `loss` stops the stage with an error before anything is logged
 or saved, so the latest checkpoint is always the last good state.
+
+With a `mesh` (rsr/train/sharding.py) the state is placed on it (replicated, or FSDP-sharded on `model`),
+the loader assembles every batch as a global array split over all devices from each process's own part,
+and a restore lands on the same shardings. Every process runs the loop (orbax saves from all of them);
+metrics, TensorBoard and the progress bar are process 0's.
 """
 
 from __future__ import annotations
@@ -23,14 +28,24 @@ from rsr.train.metrics import MetricsWriter
 def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: int,
         evaluate: Callable[[Any], Mapping[str, float]], eval_every: int, checkpoint_every: int,
         compat: Mapping[str, Any], batch_fn: Callable[[dict], Any] = lambda b: b, log_every: int = 10,
-        progress: bool = True, max_steps_this_run: int | None = None) -> tuple[Any, dict, bool]:
+        progress: bool = True, max_steps_this_run: int | None = None, mesh=None,
+        fsdp: bool = False) -> tuple[Any, dict, bool]:
   """Runs `stage` to `steps`; returns (state, last evaluation, finished). See the module docstring.
 
   Writes WORKDIR/checkpoints/STAGE (orbax), WORKDIR/tb/STAGE (TensorBoard) and `metrics.jsonl` lines {"stage": STAGE, "step", ...}.
   `max_steps_this_run` stops early as a kill would (tests of resume use it); then finished is False.
   """
-  from data_pipelines.loader import LoaderState
+  import jax
 
+  from data_pipelines.loader import LoaderState
+  from rsr.train import sharding
+
+  lead = jax.process_index() == 0
+  batch_sharding, placed = None, None
+  if mesh is not None:
+    placed = sharding.state_shardings(state, mesh, fsdp)
+    state = sharding.place(state, placed)
+    batch_sharding = sharding.batch_sharding(mesh)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", stage), compat=compat)
   loader = loader if loader is not None else _NoData()
   loader_state = loader.init_state()
@@ -38,16 +53,19 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
     state, extra = ckpt.restore(state)
     loader_state = LoaderState(step=np.asarray(extra["loader_step"], np.int64))
   start = int(state.step)
-  writer = MetricsWriter(workdir, stage, resume_step=start)
+  writer = MetricsWriter(workdir, stage, resume_step=start) if lead else _NoWriter()
   last: dict = {}
-  it = loader.iterate(loader_state)
-  bar = tqdm(total=steps, initial=start, desc=stage, unit="step", disable=not progress, dynamic_ncols=True)
+  it = loader.iterate(loader_state, sharding=batch_sharding)
+  bar = tqdm(total=steps, initial=start, desc=stage, unit="step", disable=not (progress and lead),
+             dynamic_ncols=True)
   try:
     for s in range(start, steps):
       if max_steps_this_run is not None and s - start >= max_steps_this_run:
         return state, last, False
       batch, loader_state = next(it)
       state, m = step_fn(state, batch_fn(batch))
+      if placed is not None:  # XLA may pick other shardings for some outputs: keep one layout (one compile)
+        state = sharding.place(state, placed)
       done = s + 1
       if "loss" in m and not np.isfinite(float(m["loss"])):
         raise FloatingPointError(
@@ -73,6 +91,16 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
   return state, last, True
 
 
+class _NoWriter:
+  """Processes other than 0 write no metrics."""
+
+  def write(self, step, metrics):
+    del step, metrics
+
+  def close(self):
+    pass
+
+
 class _NoData:
   """The loader of a stage without a dataset: batches are None, the position is the step."""
 
@@ -80,9 +108,10 @@ class _NoData:
     from data_pipelines.loader import LoaderState
     return LoaderState(step=np.asarray(0, np.int64))
 
-  def iterate(self, state):
+  def iterate(self, state, sharding=None):
     from data_pipelines.loader import LoaderState
 
+    del sharding
     def gen():
       step = int(state.step)
       while True:

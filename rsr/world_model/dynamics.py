@@ -53,6 +53,14 @@ class DynamicsConfig:
   # Each frame's token positions also embed the previous frame's token there (a direct copy path;
   # the temporal attention then spends itself on what changes). Not in the paper; see the docstring.
   prev_frame_input: bool = False
+  # "bfloat16": the transformer's matmuls in bf16 (parameters stay f32); attention softmax, the logits
+  # that enter the loss and the done head stay f32 (rounding there moves probabilities, not just features).
+  dtype: str = "float32"
+  remat: bool = False  # recompute each block in the backward pass (activation memory for compute)
+
+  @property
+  def compute_dtype(self):
+    return jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
 
   @property
   def mask_id(self) -> int:
@@ -69,6 +77,8 @@ class DynamicsConfig:
       raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
     if self.head_dim % 2:
       raise ValueError(f"head dim d_model / heads = {self.head_dim} must be even (rotary encoding)")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
     if self.action_conditioning not in ("cross", "additive"):
       raise ValueError(f"action_conditioning must be 'cross' or 'additive', got {self.action_conditioning!r}")
     if self.conditioning not in ("action", "task"):
@@ -95,10 +105,10 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = No
   about 4x slower (a batch of 32 frames of 256 tokens: 102 ms vs 27 ms)."""
   scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
   qh, kh, vh = (jnp.swapaxes(x, -2, -3) for x in (q, k, v))  # [..., H, L, dh]
-  logits = jnp.matmul(qh, jnp.swapaxes(kh, -1, -2)) * scale
+  logits = jnp.matmul(qh, jnp.swapaxes(kh, -1, -2)).astype(jnp.float32) * scale
   if mask is not None:
     logits = jnp.where(mask, logits, -1e9)
-  return jnp.swapaxes(jnp.matmul(jax.nn.softmax(logits, axis=-1), vh), -2, -3)
+  return jnp.swapaxes(jnp.matmul(jax.nn.softmax(logits, axis=-1).astype(v.dtype), vh), -2, -3)
 
 
 class Heads(nn.Module):
@@ -107,11 +117,11 @@ class Heads(nn.Module):
   cfg: DynamicsConfig
 
   def setup(self):
-    shape = (self.cfg.heads, self.cfg.head_dim)
-    self.q = nn.DenseGeneral(shape, use_bias=False)
-    self.k = nn.DenseGeneral(shape, use_bias=False)
-    self.v = nn.DenseGeneral(shape, use_bias=False)
-    self.o = nn.DenseGeneral(self.cfg.d_model, axis=(-2, -1))
+    shape, dt = (self.cfg.heads, self.cfg.head_dim), self.cfg.compute_dtype
+    self.q = nn.DenseGeneral(shape, use_bias=False, dtype=dt)
+    self.k = nn.DenseGeneral(shape, use_bias=False, dtype=dt)
+    self.v = nn.DenseGeneral(shape, use_bias=False, dtype=dt)
+    self.o = nn.DenseGeneral(self.cfg.d_model, axis=(-2, -1), dtype=dt)
 
 
 class Block(nn.Module):
@@ -119,12 +129,13 @@ class Block(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.norm_s, self.norm_a, self.norm_t, self.norm_m = (nn.LayerNorm() for _ in range(4))
+    dt = cfg.compute_dtype
+    self.norm_s, self.norm_a, self.norm_t, self.norm_m = (nn.LayerNorm(dtype=dt) for _ in range(4))
     self.spatial = Heads(cfg)
     self.temporal = Heads(cfg)
     self.cross = Heads(cfg) if self._cross else None
-    self.mlp_in = nn.Dense(cfg.d_model * cfg.mlp_ratio)
-    self.mlp_out = nn.Dense(cfg.d_model)
+    self.mlp_in = nn.Dense(cfg.d_model * cfg.mlp_ratio, dtype=dt)
+    self.mlp_out = nn.Dense(cfg.d_model, dtype=dt)
 
   @property
   def _cross(self) -> bool:
@@ -168,7 +179,7 @@ class Block(nn.Module):
     s_cache = jnp.sum(q[:, :, None] * k_cache, axis=-1) * scale  # [B, N, S, H]
     s_cache = jnp.where(valid[:, None, :, None], s_cache, -1e9)
     s_self = jnp.sum(q * k_new, axis=-1)[:, :, None] * scale  # [B, N, 1, H]
-    p = jax.nn.softmax(jnp.concatenate([s_cache, s_self], axis=2), axis=2)
+    p = jax.nn.softmax(jnp.concatenate([s_cache, s_self], axis=2).astype(jnp.float32), axis=2)
     out = jnp.sum(p[:, :, :-1, :, None] * v_cache, axis=2) + p[:, :, -1, :, None] * v_new
     x = x + self.temporal.o(out)
     return self._mlp(x), k_new, v_new
@@ -218,7 +229,8 @@ class Dynamics(nn.Module):
       else:
         self.act_proj = nn.Dense(d)
         self.no_action = self.param("no_action", nn.initializers.normal(0.02), (d,))
-    self.blocks = [Block(cfg) for _ in range(cfg.layers)]
+    block = nn.remat(Block) if cfg.remat else Block  # remat wraps __call__ (training) only
+    self.blocks = [block(cfg) for _ in range(cfg.layers)]
     self.norm = nn.LayerNorm()
     self.logits = nn.Dense(cfg.vocab)
     self.done_hidden = nn.Dense(64)
@@ -243,7 +255,7 @@ class Dynamics(nn.Module):
     return x
 
   def _heads(self, x):
-    x = self.norm(x)
+    x = self.norm(x.astype(jnp.float32))
     done = self.done_out(nn.relu(self.done_hidden(jnp.mean(x, axis=-2))))[..., 0]
     return self.logits(x), done
 

@@ -124,4 +124,5 @@ def dynamics_config(config, vocab: int, tokens_per_frame: int, conditioning: str
   return DynamicsConfig(vocab=vocab, tokens_per_frame=tokens_per_frame, d_model=d.d_model, layers=d.layers,
                         heads=d.heads, mlp_ratio=d.mlp_ratio, window=d.window,
                         action_conditioning=d.action_conditioning, conditioning=conditioning,
-                        prev_frame_input=d.get("prev_frame_input", False)).validate()
+                        prev_frame_input=d.get("prev_frame_input", False), dtype=d.get("dtype", "float32"),
+                        remat=d.get("remat", False)).validate()

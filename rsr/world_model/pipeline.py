@@ -18,7 +18,7 @@ import numpy as np
 
 from data_pipelines import tokenized
 from data_pipelines.loader import WindowConfig, WindowLoader
-from rsr.train import loop
+from rsr.train import loop, sharding
 from rsr.train.checkpoint import Checkpointer
 from rsr.utils import media
 from rsr.world_model import dynamics as dyn
@@ -121,11 +121,12 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
         out.update({f"{split}/goal_{k}": v for k, v in g.items()})
     return out
 
+  mesh, fsdp = sharding.config_mesh(config)
   state, last, finished = loop.run(
       stage, workdir, state, loader, step_fn, trn.steps, evaluate, d.eval_every, d.checkpoint_every,
       compat=_dynamics_compat(config, mcfg, tok_ds, stage),
       batch_fn=lambda b: {k: b[k] for k in ("tokens", "action", "task", "done", "mask")},
-      progress=progress, max_steps_this_run=max_steps_this_run)
+      progress=progress, max_steps_this_run=max_steps_this_run, mesh=mesh, fsdp=fsdp)
   if not finished:
     return {}
   if stage == "dynamics":
@@ -146,7 +147,10 @@ def _train_config(config) -> dynamics_train.DynamicsTrainConfig:
 
 
 def _dynamics_compat(config, mcfg: dyn.DynamicsConfig, tok_ds, stage: str) -> dict:
-  return {stage: dataclasses.asdict(mcfg), "batch_size": config.dynamics_train.batch_size, "seed": config.seed,
+  # remat computes the same function; f32 is what checkpoints written before `dtype` existed hold.
+  arch = {k: v for k, v in dataclasses.asdict(mcfg).items()
+          if k != "remat" and not (k == "dtype" and v == "float32")}
+  return {stage: arch, "batch_size": config.dynamics_train.batch_size, "seed": config.seed,
           "tokens": tok_ds.meta["fingerprint"]}
 
 

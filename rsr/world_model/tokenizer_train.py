@@ -102,7 +102,8 @@ def checkpoint_compat(config, ds) -> dict:
 
 def _frames(batch: dict, cameras: tuple[str, ...]) -> np.ndarray:
   """Window batch (T = 1) -> uint8[B * views, H, W, 3]: every camera view is a frame of its own."""
-  return np.concatenate([batch[k][:, 0] for k in cameras], axis=0)
+  xp = jnp if isinstance(batch[cameras[0]], jax.Array) else np  # global arrays on a mesh stay on it
+  return xp.concatenate([batch[k][:, 0] for k in cameras], axis=0)
 
 
 def _eval_frames(ds, split: str, cameras: tuple[str, ...], n: int, seed: int) -> np.ndarray:
@@ -124,7 +125,7 @@ def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: i
 
   from data_pipelines import rlds
   from data_pipelines.loader import WindowConfig, WindowLoader
-  from rsr.train import loop
+  from rsr.train import loop, sharding
   from rsr.utils import media
 
   tcfg = tokenizer_config(config)
@@ -154,10 +155,12 @@ def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: i
       out[f"{name}/perplexity"] = perplexity(np.asarray(codes), tcfg.codebook_size)
     return out
 
+  mesh, fsdp = sharding.config_mesh(config)
   state, last, finished = loop.run(
       "tokenizer", workdir, state, loader, step_fn, trn.steps, evaluate, t.eval_every, t.checkpoint_every,
       compat=checkpoint_compat(config, ds),
-      batch_fn=lambda b: _frames(b, cameras), progress=progress, max_steps_this_run=max_steps_this_run)
+      batch_fn=lambda b: _frames(b, cameras), progress=progress, max_steps_this_run=max_steps_this_run,
+      mesh=mesh, fsdp=fsdp)
   if not finished:
     return {}
   rows = []
