@@ -3,6 +3,8 @@
 tiny   tests: 16x16 frames, a handful of environments and updates.
 cpu    the quickstart: 64x64 frames, 256 imagined environments, minutes on 2 cores.
 paper  the paper's scale (an accelerator).
+gpu    paper on one GPU: 1024 imagined environments.
+tpu_pod  paper on a pod slice: 8192 environments split over every device (the world model replicated).
 
 Stages, each resumable: `bc` (behaviour cloning on the dataset's train split, every task: one
 initialisation shared by every method and task), then `ppo` (critic warm-up, then PPO in `env`).
@@ -14,7 +16,7 @@ reward head, trained on the dataset's handcrafted rewards), handcrafted (the sim
 
 import ml_collections
 
-PRESETS = ("tiny", "cpu", "paper")
+PRESETS = ("tiny", "cpu", "paper", "gpu", "tpu_pod")
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
@@ -22,6 +24,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
   c = ml_collections.ConfigDict()
   c.preset = preset
+  accel, preset = preset, ("paper" if preset in ("gpu", "tpu_pod") else preset)
   c.task = "push_cube"
   c.env = "world_model"  # or "sim"
   c.reward = "endogenous"  # or "learned" (world model) / "handcrafted" (sim)
@@ -78,6 +81,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   r.w_align = 1.0
   r.w_done = 10.0
   r.tau = 0.9
+
+  if accel == "gpu":
+    p.num_envs = 1024
+  elif accel == "tpu_pod":
+    p.num_envs, p.minibatches = 8192, 64
 
   e = c.eval = ml_collections.ConfigDict()
   e.splits = "id,ood_all"
