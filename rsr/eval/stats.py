@@ -19,4 +19,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
   denom = 1.0 + z * z / n
   centre = (p + z * z / (2 * n)) / denom
   half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-  return max(0.0, centre - half), min(1.0, centre + half)
+  # At k = 0 (k = n) the bound is exactly 0 (1); rounding would leave ~1e-17 there.
+  lo = 0.0 if successes == 0 else max(0.0, centre - half)
+  hi = 1.0 if successes == n else min(1.0, centre + half)
+  return lo, hi

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Mapping
 
+import jax
 import orbax.checkpoint as ocp
 
 from rsr.utils import configs, media
@@ -42,16 +43,44 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, extra: Mapping[str, Any]) -> None:
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_storable(state)),
                                                      extra=ocp.args.JsonSave(dict(extra))))
     self._manager.wait_until_finished()
 
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
     """The state (shaped like `target`) and extra of `step` (default: the latest)."""
     step = self.latest_step() if step is None else step
-    out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+    out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_storable(target)),
                                                               extra=ocp.args.JsonRestore()))
-    return out["state"], dict(out["extra"])
+    return _refill(target, out["state"]), dict(out["extra"])
+
+  def restore_fields(self, target: Mapping[str, Any], step: int | None = None) -> dict[str, Any]:
+    """Some top-level fields of a saved state ({field: pytree shaped like it}), reading nothing else: for
+    example a policy's parameters out of a PPO state whose environment states would need the env built."""
+    step = self.latest_step() if step is None else step
+    item = {k: _storable(v) for k, v in target.items()}
+    out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+    return {k: _refill(v, out["state"][k]) for k, v in target.items()}
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _empty(x) -> bool:
+  return getattr(x, "size", 1) == 0
+
+
+def _storable(tree: Any) -> Any:
+  """Zero-size arrays (MJX data of a model without actuators, for one) hold no data, and orbax refuses to
+  save them: they are stored as None."""
+  return None if tree is None else jax.tree_util.tree_map(lambda x: None if _empty(x) else x, tree)
+
+
+def _refill(target: Any, restored: Any) -> Any:
+  """`restored` with the target's zero-size arrays put back where _storable left None."""
+  if target is None:
+    return restored
+  leaves, treedef = jax.tree_util.tree_flatten(target)
+  stored = iter(jax.tree_util.tree_leaves(restored))
+  return treedef.unflatten([x if _empty(x) else next(stored) for x in leaves])

@@ -110,17 +110,21 @@ def bc_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_run
 
   state, last, finished = loop.run(
       "bc", workdir, state, loader, step_fn, config.bc.steps, evaluate, config.bc.steps,
-      config.bc.checkpoint_every, compat={"agent": dataclasses.asdict(acfg), "image": list(hw),
-                                          "bc_batch": config.bc.batch_size, "seed": config.seed},
+      config.bc.checkpoint_every, compat=bc_compat(config, hw),
       batch_fn=to_batch, progress=progress, max_steps_this_run=max_steps_this_run)
   return {"steps": config.bc.steps, **last} if finished else {}
+
+
+def bc_compat(config, hw: tuple[int, int]) -> dict:
+  """The fields a BC checkpoint must agree on with the config that loads it."""
+  return {"agent": dataclasses.asdict(agent_config(config)), "image": list(hw), "bc_batch": config.bc.batch_size,
+          "seed": config.seed}
 
 
 def load_bc(config, workdir: str, hw: tuple[int, int]) -> Any:
   acfg = agent_config(config)
   directory = os.path.join(workdir, "checkpoints", "bc")
-  ckpt = Checkpointer(directory, compat={"agent": dataclasses.asdict(acfg), "image": list(hw),
-                                         "bc_batch": config.bc.batch_size, "seed": config.seed})
+  ckpt = Checkpointer(directory, compat=bc_compat(config, hw))
   try:
     if ckpt.latest_step() != config.bc.steps:
       raise ValueError(f"behaviour cloning in {directory} is not finished: run the 'bc' stage first")
@@ -138,6 +142,11 @@ def world_model_config(world_model_dir: str) -> ml_collections.ConfigDict:
   path = os.path.join(world_model_dir, "config.json")
   if not os.path.isfile(path):
     raise ValueError(f"world_model_dir: no {path} (run experiments.train_world_model there first)")
+  return read_config(path)
+
+
+def read_config(path: str) -> ml_collections.ConfigDict:
+  """A binary's config.json as a ConfigDict (JSON lists back to tuples, as the presets have them)."""
   with open(path) as f:
     raw = json.load(f)
 
@@ -292,13 +301,9 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
       out[f"sim_{split}/length"] = float(np.mean(ep.length))
     return out
 
-  compat = {"agent": dataclasses.asdict(acfg), "ppo": dataclasses.asdict(fcfg), "env": config.env,
-            "reward": config.reward, "task": config.task, "seed": config.seed,
-            "wm_env": config.wm_env.to_dict() if config.env == "world_model" else {},
-            "rewards": config.rewards.to_dict() if config.reward == "endogenous" else {}}
   state, last, finished = loop.run(
-      "ppo", workdir, state, None, step_fn, calls, evaluate, p.eval_every, p.checkpoint_every, compat=compat,
-      log_every=1, progress=progress, max_steps_this_run=max_steps_this_run)
+      "ppo", workdir, state, None, step_fn, calls, evaluate, p.eval_every, p.checkpoint_every,
+      compat=ppo_compat(config), log_every=1, progress=progress, max_steps_this_run=max_steps_this_run)
   if not finished:
     return {}
   _videos(config, workdir, evaluate_sim, state.params, splits)
@@ -308,6 +313,34 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
              "task": config.task, **last}
   media.write_json(os.path.join(workdir, "tables", "ppo.json"), summary)
   return summary
+
+
+def ppo_compat(config) -> dict:
+  """The fields a PPO checkpoint must agree on with the config that loads it."""
+  return {"agent": dataclasses.asdict(agent_config(config)), "ppo": dataclasses.asdict(ppo_config(config)),
+          "env": config.env, "reward": config.reward, "task": config.task, "seed": config.seed,
+          "wm_env": config.wm_env.to_dict() if config.env == "world_model" else {},
+          "rewards": config.rewards.to_dict() if config.reward == "endogenous" else {}}
+
+
+def ppo_calls(config) -> int:
+  """Compiled calls of a finished PPO stage (its checkpoint's last step)."""
+  return -(-config.ppo.updates // config.ppo.updates_per_call)
+
+
+def load_ppo_params(config, workdir: str, hw: tuple[int, int]) -> tuple[Any, int]:
+  """(actor-critic parameters, step) of the PPO stage's latest checkpoint, read without the rest of the
+  PolicyState (the environments' state: restoring it would need the environment built)."""
+  acfg = agent_config(config)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "ppo"), compat=ppo_compat(config))
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise ValueError(f"no PPO checkpoint in {ckpt.directory}")
+    part = ckpt.restore_fields({"params": init_params(acfg, jax.random.PRNGKey(config.seed), hw)}, step)
+  finally:
+    ckpt.close()
+  return part["params"], step
 
 
 def _videos(config, workdir: str, evaluate_sim, params, splits) -> None:

@@ -205,8 +205,12 @@ class Cache:
 def init_cache(cfg: DynamicsConfig, batch: int) -> Cache:
   shape = (batch, cfg.layers, cfg.tokens_per_frame, cfg.window - 1, cfg.heads, cfg.head_dim)
   # W - 1 past frames + the new one = the training window, so imagination sees what training saw.
-  return Cache(k=jnp.zeros(shape), v=jnp.zeros(shape), valid=jnp.zeros((batch, cfg.window - 1), bool),
-               pos=jnp.zeros((batch,), jnp.int32), last=jnp.zeros((batch, cfg.tokens_per_frame), jnp.int32))
+  cache = Cache(k=jnp.zeros(shape), v=jnp.zeros(shape), valid=jnp.zeros((batch, cfg.window - 1), bool),
+                pos=jnp.zeros((batch,), jnp.int32), last=jnp.zeros((batch, cfg.tokens_per_frame), jnp.int32))
+  # Inside jit, an all-constant cache invites XLA to constant-fold the first frame's attention over it
+  # (seconds of compile time per layer at 256 environments, and alarming log lines): the barrier keeps
+  # the zeros opaque.
+  return jax.lax.optimization_barrier(cache)
 
 
 class Dynamics(nn.Module):

@@ -129,13 +129,14 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
       progress=progress, max_steps_this_run=max_steps_this_run, mesh=mesh, fsdp=fsdp)
   if not finished:
     return {}
-  if stage == "dynamics":
-    _write_videos(workdir, last_frames, context, ds)
-  for split, img in goal_images.items():
-    media.write_png(os.path.join(workdir, "images", f"goals_{split}.png"), img)
   summary = {"steps": trn.steps, "params": dyn.param_count(state.params), "context": context,
              "horizon": horizon, **last}
-  media.write_json(os.path.join(workdir, "tables", f"{stage}.json"), summary)
+  if jax.process_index() == 0:  # every process holds the same results; one writes them
+    if stage == "dynamics":
+      _write_videos(workdir, last_frames, context, ds)
+    for split, img in goal_images.items():
+      media.write_png(os.path.join(workdir, "images", f"goals_{split}.png"), img)
+    media.write_json(os.path.join(workdir, "tables", f"{stage}.json"), summary)
   return summary
 
 

@@ -34,7 +34,7 @@ def test_quickstart_tiny(tmp_path):
 @pytest.mark.parametrize("flag,message", [
     ("--task=stack", "unknown task stack; valid: push_cube, pick_cube, stack_cube, place_cube"),
     ("--split=ood_sky", "unknown split ood_sky; valid: id, ood_color"),
-    ("--policy=ckpt/", "unknown policy 'ckpt/'; available: expert"),
+    ("--policy=ckpt/", "/ckpt: the path does not exist (expected a train_policy workdir)"),
     ("--episodes=0", "--episodes must be positive, got 0"),
 ])
 def test_evaluate_bad_flags(flag, message):

@@ -1,0 +1,412 @@
+"""The paper's in-domain vs out-of-domain comparison, end to end and resumable (experiments.reproduce).
+
+    run(config, "runs/reproduce")      # config: experiments/configs/reproduce.py
+
+Every sub-run is a normal workdir of its own binary (re-running that binary on it resumes it):
+
+    WORKDIR/config.json                      the resolved reproduce config
+    WORKDIR/data/                            experiments.collect (unless config.data_dir names one)
+    WORKDIR/world_model/                     experiments.train_world_model, every stage the methods need
+                                             (unless config.world_model_dir names one)
+    WORKDIR/bc/seed_S/                       experiments.train_policy, stage bc: the ONE behaviour-cloning
+                                             initialisation of seed S (one task-conditioned policy, all tasks)
+    WORKDIR/runs/METHOD/TASK/seed_S/         experiments.train_policy: bc copied from bc/seed_S, then ppo
+    WORKDIR/eval/METHOD/TASK/seed_S/         results.json (as `experiments.evaluate --out`), videos/*.gif
+    WORKDIR/tables/                          results.md, results.csv, improvement.csv, results.tex,
+                                             results.png, runs.json (rsr/eval/tables.py)
+
+Methods (METHODS), all from the same BC weights of a seed and with the same budget of PPO updates
+(config.policy.ppo.updates): `bc` (the BC checkpoint itself), `ppo_sim` (PPO in the simulator, handcrafted
+reward, id scenes), `ppo_wm_learned` (PPO in the world model, the learned reward head), `roboscape_r` (PPO
+in the world model, endogenous reward). Evaluation: the mean action in the real simulator, on
+config.eval.splits, scenes from seed eval.seed + S (the same scenes for every method of seed S).
+
+What is done is skipped: the dataset by its manifest, the world model, BC and PPO runs by a DONE.json
+written when they finish (holding the config they finished with: a changed config is refused, naming the
+fields, rather than silently mixed), an evaluation by its results.json (redone if its settings changed).
+Killed anywhere, the same command continues: the stages resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import ml_collections
+
+from rsr.eval import evaluate as ev
+from rsr.eval import tables as tables_lib
+from rsr.eval import trained as trained_lib
+from rsr.utils import configs as configs_lib
+from rsr.utils import media
+
+# method -> (env, reward) of its PPO stage; None: behaviour cloning only.
+METHODS: dict[str, tuple[str, str] | None] = {
+    "bc": None,
+    "ppo_sim": ("sim", "handcrafted"),
+    "ppo_wm_learned": ("world_model", "learned"),
+    "roboscape_r": ("world_model", "endogenous"),
+}
+DONE = "DONE.json"
+# Paths differ when a reproduce directory moves; they do not make a finished run another run.
+_PATH_FIELDS = ("data_dir", "world_model_dir")
+# What the shared BC run depends on (a new PPO budget, say, keeps it).
+_BC_FIELDS = ("agent", "bc", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The grid, validated, and where everything goes."""
+
+  workdir: str
+  methods: list[str]
+  tasks: list[str]
+  seeds: list[int]
+  splits: list[str]
+  data_dir: str
+  world_model_dir: str
+  own_data: bool  # collected here (False: config.data_dir, used as it is)
+  own_world_model: bool
+  world_model_stages: list[str]  # [] when no method needs the world model
+
+  def bc_dir(self, seed: int) -> str:
+    return os.path.join(self.workdir, "bc", f"seed_{seed}")
+
+  def run_dir(self, method: str, task: str, seed: int) -> str:
+    """The train_policy workdir whose checkpoint `method` evaluates (bc: the shared BC run)."""
+    if METHODS[method] is None:
+      return self.bc_dir(seed)
+    return os.path.join(self.workdir, "runs", method, task, f"seed_{seed}")
+
+  def eval_dir(self, method: str, task: str, seed: int) -> str:
+    return os.path.join(self.workdir, "eval", method, task, f"seed_{seed}")
+
+  @property
+  def tables_dir(self) -> str:
+    return os.path.join(self.workdir, "tables")
+
+
+def _names(value: str, valid, what: str) -> list[str]:
+  names = ev.expand(value, valid, what)
+  if len(set(names)) != len(names):
+    raise ValueError(f"{what}s: {value!r} names one twice")
+  return names
+
+
+def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
+  """Validates the whole grid before anything runs or compiles.
+
+  Raises:
+    ValueError: naming the config field (methods, tasks, seeds, eval.*, the stages' own fields, ...).
+  """
+  from data_pipelines import collect as collect_lib
+  from experiments.common import parse_stages
+  from experiments.configs.world_model import STAGES
+  from rsr.envs import SPLITS, TASK_NAMES
+  from rsr.train import policy as policy_lib
+
+  methods = _names(config.methods, METHODS, "method")
+  tasks = _names(config.tasks, TASK_NAMES, "task")
+  try:
+    seeds = [int(s) for s in str(config.seeds).split(",") if s.strip()]
+  except ValueError:
+    raise ValueError(f"seeds must be a comma list of integers, got {config.seeds!r}") from None
+  if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    raise ValueError(f"seeds must be distinct non-negative integers, got {config.seeds!r}")
+  splits = _names(config.eval.splits, SPLITS, "split")
+  if "id" not in splits:
+    raise ValueError(f"eval.splits must include 'id' (the in-domain column), got {config.eval.splits!r}")
+  e = config.eval
+  for name in ("episodes", "batch_size"):
+    if e[name] <= 0:
+      raise ValueError(f"eval.{name} must be positive, got {e[name]}")
+  if not 0 <= e.videos <= e.episodes:
+    raise ValueError(f"eval.videos must be in [0, eval.episodes={e.episodes}], got {e.videos}")
+  workdir = os.path.abspath(workdir)
+  data_dir = os.path.abspath(config.data_dir) if config.data_dir else os.path.join(workdir, "data")
+  wm_dir = os.path.abspath(config.world_model_dir) if config.world_model_dir else os.path.join(workdir, "world_model")
+  if config.data_dir and not os.path.isdir(data_dir):
+    raise ValueError(f"data_dir: {data_dir} does not exist")
+  if not config.data_dir:
+    collect_lib.CollectConfig.from_config(_collect_config(config, tasks))
+
+  needs_wm = any(METHODS[m] and METHODS[m][0] == "world_model" for m in methods)
+  stages: list[str] = []
+  if needs_wm:
+    stages = parse_stages(config.world_model.stages, STAGES)
+    need = {"tokenizer", "tokenize", "dynamics"} | ({"goal"} if config.policy.wm_env.goal == "model" else set())
+    need |= {"reward"} if "ppo_wm_learned" in methods else set()
+    missing = [s for s in STAGES if s in need and s not in stages]
+    if missing and not config.world_model_dir:
+      raise ValueError(f"world_model.stages lacks {', '.join(missing)}, which the methods need")
+    if config.world_model_dir and not os.path.isfile(os.path.join(wm_dir, "config.json")):
+      raise ValueError(f"world_model_dir: no {os.path.join(wm_dir, 'config.json')} (a train_world_model workdir)")
+  p = Plan(workdir=workdir, methods=methods, tasks=tasks, seeds=seeds, splits=splits, data_dir=data_dir,
+           world_model_dir=wm_dir, own_data=not config.data_dir, own_world_model=not config.world_model_dir,
+           world_model_stages=stages)
+  for m in methods:
+    policy_lib.check(policy_config(config, p, m, tasks[0], seeds[0]))
+  return p
+
+
+def _collect_config(config, tasks: list[str]) -> ml_collections.ConfigDict:
+  c = copy.deepcopy(config.collect)
+  c.tasks = ",".join(tasks)
+  return c
+
+
+def world_model_config(config, p: Plan) -> ml_collections.ConfigDict:
+  c = copy.deepcopy(config.world_model)
+  c.data_dir = p.data_dir
+  return c
+
+
+def policy_config(config, p: Plan, method: str, task: str, seed: int) -> ml_collections.ConfigDict:
+  """The train_policy config of one sub-run (the shared BC run for method `bc`)."""
+  c = copy.deepcopy(config.policy)
+  c.data_dir, c.world_model_dir, c.seed = p.data_dir, p.world_model_dir, seed
+  if METHODS[method] is None:
+    c.stages = "bc"
+  else:
+    c.task = task
+    c.env, c.reward = METHODS[method]
+    c.stages = "bc,ppo"  # bc is the copied shared initialisation: found finished, never retrained
+  return c
+
+
+# ---- done markers -----------------------------------------------------------------------------------
+
+def _comparable(config: ml_collections.ConfigDict, fields: tuple[str, ...] | None = None) -> dict:
+  d = configs_lib.plain(config.to_dict())
+  return {k: v for k, v in d.items() if k not in _PATH_FIELDS and (fields is None or k in fields)}
+
+
+def _done(workdir: str, config: ml_collections.ConfigDict, fields: tuple[str, ...] | None = None) -> dict | None:
+  """The DONE.json of a finished sub-run (None if unfinished); a different config (in `fields`, default
+  all but paths) is a ValueError naming the fields."""
+  path = os.path.join(workdir, DONE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    done = json.load(f)
+  stored = {k: v for k, v in done["config"].items() if fields is None or k in fields}
+  bad = [f"{k}: done with {a!r}, config has {b!r}"
+         for k, a, b in configs_lib.differences(stored, _comparable(config, fields))]
+  if bad:
+    raise ValueError(f"{workdir} finished with another config ({'; '.join(bad)[:600]}); delete it to redo it, "
+                     "or restore the config")
+  return done
+
+
+def _mark_done(workdir: str, config: ml_collections.ConfigDict, summary: dict) -> None:
+  media.write_json(os.path.join(workdir, DONE), {"config": _comparable(config), "summary": summary,
+                                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  media.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+
+
+# ---- the stages -------------------------------------------------------------------------------------
+
+def _world_model(wcfg, workdir: str, ds, stages: list[str], progress: bool) -> dict:
+  """The stages of experiments.train_world_model, in its order, in this process."""
+  from rsr.rewards import learned
+  from rsr.world_model import pipeline, tokenizer_train
+
+  out = {}
+  if "tokenizer" in stages:
+    out["tokenizer"] = tokenizer_train.train(wcfg, workdir, ds, progress=progress)
+  tok_ds = pipeline.tokenize_stage(wcfg, workdir, ds, progress=progress)
+  for stage in ("dynamics", "goal"):
+    if stage in stages:
+      out[stage] = pipeline.dynamics_stage(wcfg, workdir, ds, tok_ds, progress=progress, stage=stage)
+  if "reward" in stages:
+    out["reward"] = learned.reward_stage(wcfg, workdir, tok_ds, progress=progress)
+  return out
+
+
+def _copy_bc(bc_dir: str, run_dir: str) -> None:
+  """Starts a method's run from the seed's shared BC run (checkpoint, metrics, TensorBoard), by one rename."""
+  if os.path.isdir(os.path.join(run_dir, "checkpoints", "bc")):
+    return
+  tmp = run_dir + ".copying"
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(bc_dir, tmp, ignore=shutil.ignore_patterns(DONE, "config.json"))
+  if os.path.isdir(run_dir):  # a run dir without bc (someone removed it): complete it in place
+    shutil.copytree(tmp, run_dir, dirs_exist_ok=True)
+    shutil.rmtree(tmp)
+  else:
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+    os.replace(tmp, run_dir)
+
+
+def _check_tasks(ds, tasks: list[str]) -> None:
+  from rsr.envs.tabletop.tasks import TASKS
+
+  for split in ("train", "val"):
+    have = set(int(t) for t in ds.index(split)["task_id"])
+    missing = [t for t in tasks if TASKS[t].task_id not in have]
+    if missing:
+      raise ValueError(f"the dataset at {ds.path} has no {split} episodes of {', '.join(missing)}")
+
+
+class _Evaluators:
+  """One compiled rollout per task, shared by every method and seed (the weights are an argument)."""
+
+  def __init__(self, config):
+    self.config = config
+    self._by_key: dict[Any, ev.TaskEvaluator] = {}
+
+  def get(self, task: str, trained: trained_lib.TrainedPolicy) -> ev.TaskEvaluator:
+    key = (task, trained.image_size, json.dumps(trained.config.agent.to_dict(), sort_keys=True, default=str))
+    if key not in self._by_key:
+      e = self.config.eval
+      self._by_key[key] = ev.TaskEvaluator(task, ev.trained_spec(trained), batch_size=min(e.batch_size, e.episodes),
+                                           record=e.videos > 0)
+    return self._by_key[key]
+
+
+def _evaluate(config, p: Plan, evaluators: _Evaluators, method: str, task: str, seed: int,
+              on_batch: Callable[[int], None]) -> dict:
+  """Evaluates one run (or returns its results.json when done with the same settings)."""
+  e = config.eval
+  out_dir = p.eval_dir(method, task, seed)
+  path = os.path.join(out_dir, "results.json")
+  trained = trained_lib.load(p.run_dir(method, task, seed))
+  settings = {"splits": p.splits, "episodes": e.episodes, "batch_size": min(e.batch_size, e.episodes),
+              "seed": e.seed + seed, "stage": trained.stage, "step": trained.step}
+  if os.path.isfile(path):
+    with open(path) as f:
+      done = json.load(f)
+    if done.get("settings") == settings:
+      on_batch(len(p.splits) * e.episodes)
+      return done
+  evaluator = evaluators.get(task, trained)
+  videos = e.videos if seed == p.seeds[0] else 0
+  cells, written = [], []
+  for split in p.splits:
+    cell, frames = evaluator.evaluate(split, e.episodes, e.seed + seed, params=trained.params, videos=videos,
+                                      on_batch=on_batch)
+    cells.append(cell)
+    if frames is not None:
+      written.append(media.write_gif(os.path.join(out_dir, "videos", f"{task}_{split}.gif"),
+                                     ev.episode_video(frames, cell), fps=8))
+  summary = ev.summary(cells)
+  summary.update(trained.describe(), seed=e.seed + seed, method=method, task=task, settings=settings,
+                 videos=written)
+  media.write_json(path, summary)
+  return summary
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """JAX's persistent compilation cache: sub-runs (and re-runs) compile the same programs once."""
+  import jax
+
+  os.makedirs(directory, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", directory)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
+        log: Callable[[str], None] | None = None) -> dict:
+  """Runs (or resumes) the whole chain; returns {"table": Table, "files": {kind: path}, "plan": Plan}.
+  `log` gets one line per sub-run started (default: printed above the progress bars)."""
+  from tqdm.auto import tqdm
+
+  log = log or tqdm.write
+
+  p = plan(config, workdir)
+  os.makedirs(p.workdir, exist_ok=True)
+  _write_config(p.workdir, config)
+  cache = config.compilation_cache_dir
+  if cache != "none":
+    enable_compilation_cache(os.path.abspath(cache) if cache else os.path.join(p.workdir, ".jax_cache"))
+
+  from absl import logging
+
+  from data_pipelines import collect as collect_lib
+  from data_pipelines import open_dataset
+  from rsr.train import policy as policy_lib
+
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
+  ppo_methods = [m for m in p.methods if METHODS[m] is not None]
+  grid = [(m, t, s) for s in p.seeds for t in p.tasks for m in p.methods]
+  steps = (2 + len(p.seeds) + len(p.tasks) * len(p.seeds) * len(ppo_methods))
+  bar = tqdm(total=steps, desc="reproduce", unit="run", disable=not progress, dynamic_ncols=True, position=0)
+  t0 = time.time()
+
+  def stage(what: str) -> None:
+    bar.set_postfix_str(what)
+    log(f"reproduce: {what}")
+
+  try:
+    stage(f"data -> {p.data_dir}")
+    if p.own_data:
+      collect_lib.collect(_collect_config(config, p.tasks), os.path.join(p.workdir, "data"), progress=progress)
+    ds = open_dataset(p.data_dir, verify="size")
+    _check_tasks(ds, p.tasks)
+    bar.update(1)
+
+    if p.world_model_stages and p.own_world_model:
+      wcfg = world_model_config(config, p)
+      if _done(p.world_model_dir, wcfg) is None:
+        stage(f"world model ({', '.join(p.world_model_stages)}) -> {p.world_model_dir}")
+        _write_config(p.world_model_dir, wcfg)
+        _mark_done(p.world_model_dir, wcfg, _world_model(wcfg, p.world_model_dir, ds, p.world_model_stages,
+                                                         progress))
+    bar.update(1)
+
+    for seed in p.seeds:
+      pc = policy_config(config, p, "bc", p.tasks[0], seed)
+      if _done(p.bc_dir(seed), pc, _BC_FIELDS) is None:
+        stage(f"behaviour cloning, seed {seed} -> {p.bc_dir(seed)}")
+        _write_config(p.bc_dir(seed), pc)
+        _mark_done(p.bc_dir(seed), pc, policy_lib.bc_stage(pc, p.bc_dir(seed), ds, progress=progress))
+      bar.update(1)
+      for task in p.tasks:
+        for m in ppo_methods:
+          pc = policy_config(config, p, m, task, seed)
+          run_dir = p.run_dir(m, task, seed)
+          if _done(run_dir, pc) is None:
+            stage(f"{m} {task} seed {seed} -> {run_dir}")
+            _copy_bc(p.bc_dir(seed), run_dir)
+            _write_config(run_dir, pc)
+            summary = policy_lib.ppo_stage(pc, run_dir, ds, progress=progress)
+            if not summary:
+              raise RuntimeError(f"the PPO stage in {run_dir} did not finish")
+            _mark_done(run_dir, pc, summary)
+          bar.update(1)
+  finally:
+    bar.close()
+
+  evaluators = _Evaluators(config)
+  rows = []
+  total = len(grid) * len(p.splits) * config.eval.episodes
+  with tqdm(total=total, desc="evaluate", unit="ep", disable=not progress, dynamic_ncols=True) as ebar:
+    for m, t, s in grid:
+      ebar.set_postfix_str(f"{m} {t} seed {s}")
+      res = _evaluate(config, p, evaluators, m, t, s, ebar.update)
+      rows += [tables_lib.RunResult(method=m, task=t, seed=s, split=c["split"], success_rate=c["success_rate"],
+                                    episodes=c["episodes"]) for c in res["results"]]
+  table = tables_lib.build(rows)
+  files = tables_lib.write(table, p.tables_dir)
+  log(f"reproduce: finished in {time.time() - t0:.0f} s")
+  return {"table": table, "files": files, "plan": p}
+
+
+def outputs(p: Plan) -> list[tuple[str, str]]:
+  """(what, path) of everything the chain wrote, for the closing summary."""
+  out = [("resolved config", os.path.join(p.workdir, "config.json")), ("dataset (collect workdir)", p.data_dir)]
+  if p.world_model_stages:
+    out.append(("world model (train_world_model workdir)", p.world_model_dir))
+  out += [(f"behaviour cloning, seed {s}", p.bc_dir(s)) for s in p.seeds]
+  if any(METHODS[m] for m in p.methods):
+    out.append(("PPO runs (train_policy workdirs)", os.path.join(p.workdir, "runs", "METHOD", "TASK", "seed_S")))
+  out.append(("evaluations (results.json, videos/)", os.path.join(p.workdir, "eval", "METHOD", "TASK", "seed_S")))
+  return out
