@@ -324,23 +324,15 @@ def bench_scaling(preset: str, device_counts: list[int], paper: bool) -> dict:
     pcfg = dynamics_train.dynamics_config(pc, 15360, 512, "action")
     pm = dyn.Dynamics(pcfg)
     ptrn = dynamics_train.DynamicsTrainConfig(batch_size=8, steps=100)
-    abstract = jax.eval_shape(lambda: dynamics_train.init_state(pm, ptrn, key))
+    t = time.perf_counter()
+    lowered, abstract, _ = dynamics_train.lower_sharded_step(pm, ptrn, sharding.make_mesh(8, model=8), True, 8)
+    t_lower = time.perf_counter() - t
+    compiled = lowered.compile()
     mem = {}
     for m in (1, 2, 4, 8):
       sh = sharding.state_shardings(abstract, sharding.make_mesh(8, model=m), fsdp=m > 1)
       mem[f"model_{m}"] = {"params_mb": sharding.bytes_per_device(abstract.params, sh.params) / 2**20,
                            "opt_state_mb": sharding.bytes_per_device(abstract.opt_state, sh.opt_state) / 2**20}
-    mesh = sharding.make_mesh(8, model=8)
-    sh = sharding.state_shardings(abstract, mesh, fsdp=True)
-    spec = {"tokens": ((8, pcfg.window, 512), jnp.int32), "action": ((8, pcfg.window, 5), jnp.float32),
-            "task": ((8,), jnp.int32), "done": ((8, pcfg.window), jnp.float32),
-            "mask": ((8, pcfg.window), jnp.bool_)}
-    args = (jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, sh),
-            {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh)) for k, (s, d) in spec.items()})
-    t = time.perf_counter()
-    lowered = dynamics_train.make_train_step(pm, ptrn).lower(*args)
-    t_lower = time.perf_counter() - t
-    compiled = lowered.compile()
     out["paper"] = {"params": dyn.param_count(abstract.params), "per_device": mem, "lower_s": t_lower,
                     "compile_s": time.perf_counter() - t - t_lower,
                     "params_mb_after_step": sharding.bytes_per_device(

@@ -119,6 +119,24 @@ def f1(pred: np.ndarray, labels: np.ndarray) -> float:
   return 2 * tp / denom if denom else 1.0
 
 
+def lower_sharded_step(model: Dynamics, cfg: DynamicsTrainConfig, mesh, fsdp: bool, batch_size: int):
+  """The jitted training step lowered for `mesh` from abstract arrays (nothing is allocated, so the
+  paper model lowers on a laptop): the state on rsr.train.sharding.state_shardings, a batch of
+  `batch_size` windows split over every device. Returns (lowered, abstract state, its shardings)."""
+  from rsr.train import sharding
+
+  state = jax.eval_shape(lambda k: init_state(model, cfg, k), jax.random.PRNGKey(0))
+  shardings = sharding.state_shardings(state, mesh, fsdp)
+  w, n = model.cfg.window, model.cfg.tokens_per_frame
+  spec = {"tokens": ((batch_size, w, n), jnp.int32), "action": ((batch_size, w, model.cfg.action_dim), jnp.float32),
+          "task": ((batch_size,), jnp.int32), "done": ((batch_size, w), jnp.float32),
+          "mask": ((batch_size, w), jnp.bool_)}
+  abstract = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)  # noqa: E731
+  batch = {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh)) for k, (s, d) in spec.items()}
+  lowered = make_train_step(model, cfg).lower(jax.tree_util.tree_map(abstract, state, shardings), batch)
+  return lowered, state, shardings
+
+
 def dynamics_config(config, vocab: int, tokens_per_frame: int, conditioning: str) -> DynamicsConfig:
   d = config.dynamics
   return DynamicsConfig(vocab=vocab, tokens_per_frame=tokens_per_frame, d_model=d.d_model, layers=d.layers,

@@ -14,7 +14,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _SCRIPT = r'''
-import json, os
+import dataclasses, json, os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax, jax.numpy as jnp
 from experiments.configs import world_model as wmc
@@ -35,18 +35,10 @@ for m in (1, 2, 4, 8):
 
 # A training step of the paper's width (2 layers: the 32-layer compile takes minutes; bench --only=scaling
 # compiles the full model) on data 1 x model 8, FSDP: it compiles, and the parameters leave it sharded.
-small = dyn.Dynamics(dynamics_train.dynamics_config(c, 15360, 512, "action").__class__(
-    **{**mcfg.__dict__, "layers": 2}))
-state = jax.eval_shape(init(small), jax.random.PRNGKey(0))
+small = dyn.Dynamics(dataclasses.replace(mcfg, layers=2))
 mesh = sharding.make_mesh(model=8)
-sh = sharding.state_shardings(state, mesh, fsdp=True)
-w, b = mcfg.window, 8
-batch = {"tokens": ((b, w, 512), jnp.int32), "action": ((b, w, 5), jnp.float32), "task": ((b,), jnp.int32),
-         "done": ((b, w), jnp.float32), "mask": ((b, w), jnp.bool_)}
-abstract = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
-args = (jax.tree_util.tree_map(abstract, state, sh),
-        {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh)) for k, (s, d) in batch.items()})
-compiled = dynamics_train.make_train_step(small, trn).lower(*args).compile()
+lowered, state, sh = dynamics_train.lower_sharded_step(small, trn, mesh, True, 8)
+compiled = lowered.compile()
 out_sh = compiled.output_shardings[0]
 out["step_params_in"] = sharding.bytes_per_device(state.params, sh.params)
 out["step_params_out"] = sharding.bytes_per_device(state.params, out_sh.params)
