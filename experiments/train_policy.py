@@ -35,7 +35,7 @@ def main(argv):
 
   initialize_distributed()
   from data_pipelines import open_dataset
-  from rsr.train import policy
+  from rsr.train import policy, sharding
   from rsr.utils import media
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -46,7 +46,8 @@ def main(argv):
     ds = open_dataset(c.data_dir)
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
-  media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
+  if sharding.lead():
+    media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   with usage_errors():
     if "bc" in stages:
       print("bc: " + json.dumps(policy.bc_stage(c, workdir, ds)))

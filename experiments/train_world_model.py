@@ -30,6 +30,7 @@ def main(argv):
   initialize_distributed()
   from data_pipelines import open_dataset
   from experiments.configs.world_model import STAGES
+  from rsr.train import sharding
   from rsr.utils import media
   from rsr.world_model import tokenizer_train
 
@@ -41,7 +42,8 @@ def main(argv):
     ds = open_dataset(c.data_dir)
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
-  media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
+  if sharding.lead():
+    media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   from rsr.world_model import pipeline
 
   with usage_errors():

@@ -1,11 +1,23 @@
 """Quickstart presets: `--config=experiments/configs/quickstart.py:PRESET` with PRESET in tiny, cpu, paper.
 
-tiny   tests: one small compile per task, 32x32, 2 episodes per split.
-cpu    the README's command: 64x64, 8 episodes per split, on a 2-core CPU in minutes.
-paper  the paper's two views (front + wrist) at 128x128 and 32 episodes per split (an accelerator).
+The quickstart is the reproduce chain (experiments/configs/reproduce.py: collect -> world model -> BC ->
+bc / ppo_sim / ppo_wm_learned / roboscape_r -> evaluation in the simulator -> tables) on one task and one
+seed, with budgets sized for the machine:
+
+tiny   tests: reproduce's tiny preset (16x16, a few steps per stage).
+cpu    README command 1: push_cube, seed 0, the cpu stages' models at 64x64 with every training budget cut
+       so that the whole chain fits in about 30 minutes and 8 GB on a 2-core CPU (docs/results.md has the
+       measured run). The numbers it prints are a smoke test of the method, not the paper's table: that is
+       `experiments.reproduce` at its cpu preset (3 seeds, every task, full budgets).
+paper  reproduce's paper preset with one task and one seed (an accelerator).
+
+Every field is reproduce's and can be overridden the same way, e.g. --config.tasks=pick_cube or
+--config.policy.ppo.updates=20.
 """
 
 import ml_collections
+
+from experiments.configs import reproduce as reproduce_configs
 
 PRESETS = ("tiny", "cpu", "paper")
 
@@ -13,13 +25,36 @@ PRESETS = ("tiny", "cpu", "paper")
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-  c = ml_collections.ConfigDict()
-  c.preset = preset
-  c.tasks = "all"  # or a comma list of task names
-  c.seed = 0
-  c.image_size = {"tiny": 32, "cpu": 64, "paper": 128}[preset]
-  c.cameras = ("front", "wrist") if preset == "paper" else ("front",)
-  c.episodes_per_split = {"tiny": 2, "cpu": 8, "paper": 32}[preset]
-  c.video_episodes = {"tiny": 1, "cpu": 2, "paper": 4}[preset]  # per split, in each GIF
-  c.noise = 0.0  # expert action noise
+  c = reproduce_configs.get_config(preset)
+  c.tasks, c.seeds = "push_cube", "0"
+  if preset != "cpu":
+    return c
+
+  # Data: one task, 96 + 16 ID episodes (reproduce cpu: 224 + 16 per task) and 16 ood_all episodes for the
+  # world model's OOD report.
+  d = c.collect
+  d.train_episodes, d.val_episodes, d.ood_episodes = 96, 16, 16
+
+  # World model: the cpu preset's networks, shorter training. No WM_goal: roboscape_r's goal image is the
+  # real frame of first success of its start episode (wm_env.goal = "real", the paper's alternative).
+  w = c.world_model
+  w.stages = "tokenizer,tokenize,dynamics,reward"
+  w.tokenizer_train.steps, w.tokenizer_train.eval_every, w.tokenizer_train.checkpoint_every = 500, 250, 250
+  w.tokenizer_train.eval_frames = 128
+  w.dynamics_train.steps, w.dynamics_train.eval_every, w.dynamics_train.checkpoint_every = 240, 120, 120
+  w.dynamics_train.eval_windows = 32
+  w.reward_head.steps, w.reward_head.eval_every, w.reward_head.checkpoint_every = 300, 300, 300
+
+  # Policies: the same BC initialisation, then 10 PPO updates of 32 environments x 16 steps per method
+  # (~5k transitions; reproduce cpu: 60 x 256 x 16). The table's evaluation replaces PPO's own.
+  p = c.policy
+  p.wm_env.goal = "real"
+  p.bc.steps, p.bc.checkpoint_every = 400, 200
+  p.ppo.updates, p.ppo.critic_warmup, p.ppo.num_envs, p.ppo.updates_per_call = 10, 2, 32, 2
+  p.ppo.minibatches = 4
+  p.ppo.checkpoint_every, p.ppo.eval_every = 1, 5
+  p.eval.splits = ""
+
+  # Evaluation: id and the pooled OOD split, 32 episodes per cell.
+  c.eval.splits, c.eval.episodes, c.eval.batch_size, c.eval.videos = "id,ood_all", 32, 32, 2
   return c

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rsr.utils import conv
+
 # Width of the learned task embedding; small, since it only has to tell a handful of tasks apart.
 TASK_EMBED_DIM = 16
 # The smallest image side the conv towers accept: below it the flattened features are too few to matter.
@@ -61,7 +63,10 @@ class _Tower(nn.Module):
   def __call__(self, pixels: jax.Array, task: jax.Array) -> jax.Array:
     x = pixels
     for c in self.channels:
-      x = nn.relu(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(x))
+      # The loop-safe convolution: PPO's epochs x minibatches update runs this encoder's gradient inside a
+      # lax.scan, where XLA:CPU's own kernel gradient is ~20x slower (rsr/utils/conv.py).
+      x = nn.relu(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME",
+                          conv_general_dilated=conv.conv_general_dilated)(x))
     x = x.reshape(x.shape[0], -1)
     # The task id joins after the encoder: the conv features stay task-agnostic and are shared across tasks.
     emb = nn.Embed(self.num_tasks, TASK_EMBED_DIM)(task)

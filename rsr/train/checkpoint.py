@@ -32,7 +32,7 @@ class Checkpointer:
       if bad:
         raise ValueError(f"the checkpoints in {self.directory} come from an incompatible config: "
                          + "; ".join(bad))
-    else:
+    elif jax.process_index() == 0:  # the other processes of a multi-process run write nothing but shards
       media.write_json(path, compat)
     self._manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "extra"),

@@ -311,7 +311,8 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
     _imagined_video(config, workdir, make_env, env_params, model.apply, state.params)
   summary = {"updates": calls * p.updates_per_call, "env": config.env, "reward": config.reward,
              "task": config.task, **last}
-  media.write_json(os.path.join(workdir, "tables", "ppo.json"), summary)
+  if sharding.lead():
+    media.write_json(os.path.join(workdir, "tables", "ppo.json"), summary)
   return summary
 
 
@@ -353,7 +354,8 @@ def _videos(config, workdir: str, evaluate_sim, params, splits) -> None:
     frames = np.asarray(ep.frames["rgb"])  # [T + 1, n, H, W, 3]
     zoom = max(1, -(-96 // frames.shape[2]))
     video = np.stack([media.upscale(np.concatenate(list(f), axis=1), zoom) for f in frames])
-    media.write_gif(os.path.join(workdir, "videos", f"sim_{split}.gif"), video, fps=8)
+    if sharding.lead():  # every process ran the episodes (a program over global arrays); one writes them
+      media.write_gif(os.path.join(workdir, "videos", f"sim_{split}.gif"), video, fps=8)
 
 
 def _imagined_video(config, workdir: str, make_env, env_params, apply_fn, params) -> None:
@@ -371,4 +373,5 @@ def _imagined_video(config, workdir: str, make_env, env_params, apply_fn, params
   zoom = max(1, -(-96 // rgb.shape[2]))
   video = np.stack([media.upscale(np.concatenate([np.concatenate([r, g], axis=0) for r, g in zip(fr, go, strict=True)],
                                                  axis=1), zoom) for fr, go in zip(rgb, goal, strict=True)])
-  media.write_gif(os.path.join(workdir, "videos", "imagined.gif"), video, fps=8)
+  if sharding.lead():
+    media.write_gif(os.path.join(workdir, "videos", "imagined.gif"), video, fps=8)

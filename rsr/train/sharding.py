@@ -45,6 +45,12 @@ def cluster_processes() -> int:
   return 1
 
 
+def lead() -> bool:
+  """Whether this process writes the run's files (metrics, tables, videos, config and compat records): process
+  0. Every process computes the same results from global arrays; one writes them."""
+  return jax.process_index() == 0
+
+
 def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
   """jax.distributed.initialize for a multi-process run. Without flags, a cluster's environment lets JAX
   find the coordinator itself; otherwise there is one process and nothing to do."""

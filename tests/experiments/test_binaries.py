@@ -17,8 +17,8 @@ def _run(*args, timeout=600):
                         timeout=timeout)
 
 
-def test_quickstart_tiny(tmp_path):
-  r = _run("experiments.quickstart", "--config=experiments/configs/quickstart.py:tiny",
+def test_tour_tiny(tmp_path):
+  r = _run("experiments.tour", "--config=experiments/configs/tour.py:tiny",
            "--config.tasks=pick_cube", f"--workdir={tmp_path}")
   assert r.returncode == 0, r.stderr[-3000:]
   for f in ("videos/pick_cube.gif", "contact_sheet.png", "tables/sim_success.md", "tables/sim_success.json",
@@ -43,8 +43,8 @@ def test_evaluate_bad_flags(flag, message):
   assert "Traceback" not in r.stderr
 
 
-def test_quickstart_bad_image_size(tmp_path):
-  r = _run("experiments.quickstart", "--config=experiments/configs/quickstart.py:tiny",
+def test_tour_bad_image_size(tmp_path):
+  r = _run("experiments.tour", "--config=experiments/configs/tour.py:tiny",
            "--config.image_size=0", f"--workdir={tmp_path}", timeout=120)
   assert r.returncode != 0 and "height must be a positive integer, got 0" in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr

@@ -145,3 +145,26 @@ def test_presets_are_valid(preset, tmp_path):
   p = reproduce.plan(configs.get_config(preset), str(tmp_path))
   assert p.methods == list(METHODS) and "id" in p.splits and p.world_model_stages
   assert not os.listdir(tmp_path)  # validation writes nothing
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "paper"])
+def test_quickstart_presets_are_valid(preset, tmp_path):
+  from experiments.configs import quickstart as configs
+  from rsr.eval import reproduce
+
+  p = reproduce.plan(configs.get_config(preset), str(tmp_path))
+  assert p.methods == list(METHODS) and p.tasks == ["push_cube"] and p.seeds == [0] and p.world_model_stages
+  assert not os.listdir(tmp_path)
+
+
+def test_quickstart_runs_the_chain_and_reports(tiny_dataset, tmp_path):
+  """The quickstart binary is the reproduce chain: here its bc slice (no world model needed) on the session's
+  data, down to the table, with the wall time, the peak memory and the files printed."""
+  r = _run("experiments.quickstart", "--config=experiments/configs/quickstart.py:tiny", "--config.methods=bc",
+           f"--config.data_dir={tiny_dataset}", f"--workdir={tmp_path}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  rows = list(csv.DictReader(io.StringIO((tmp_path / "tables" / "results.csv").read_text())))
+  assert [(x["method"], x["task"]) for x in rows] == [("bc", "push_cube")] and rows[0]["ood_color_mean"] != ""
+  assert "| bc | push_cube |" in r.stdout and "peak memory" in r.stdout and "Finished in" in r.stdout
+  assert str(tmp_path / "tables" / "results.csv") in r.stdout
+  assert not (tmp_path / "world_model").exists()
