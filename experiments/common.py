@@ -1,10 +1,13 @@
-"""What every experiment binary shares: turning bad input into a usage message instead of a traceback, and
-the multi-process flags (--coordinator_address, --num_processes, --process_id)."""
+"""What every experiment binary shares: turning bad input into a usage message instead of a traceback, the
+multi-process flags (--coordinator_address, --num_processes, --process_id), and the run-and-report of the
+reproduce chain (experiments.reproduce and experiments.quickstart)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import resource
+import time
 
 from absl import app, flags
 
@@ -42,3 +45,29 @@ def initialize_distributed() -> None:
   from rsr.train import sharding
 
   sharding.initialize(_COORD.value, _NPROC.value, _PID.value)
+
+
+def run_and_report(config, workdir: str) -> dict:
+  """Runs (or resumes) the chain, then prints the table, the wall time, the peak memory and every output."""
+  from absl import logging
+
+  from rsr.eval import reproduce
+
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
+  t0 = time.time()
+  with usage_errors():
+    reproduce.plan(config, workdir)  # every config error before anything runs
+    out = reproduce.run(config, workdir)
+  p, files = out["plan"], out["files"]
+  with open(files["markdown"]) as f:
+    print("\n" + f.read())
+  # ru_maxrss is in KiB on Linux: the peak resident memory of this process (every stage runs in it).
+  peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  print(f"Finished in {(time.time() - t0) / 60:.1f} min (this invocation; finished sub-runs are skipped), "
+        f"peak memory {peak_gb:.1f} GB.")
+  print(f"Files in {p.workdir}:")
+  for what, path in reproduce.outputs(p):
+    print(f"  {what}: {path}")
+  for kind, path in files.items():
+    print(f"  table ({kind}): {path}")
+  return out

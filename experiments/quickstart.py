@@ -18,7 +18,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.reproduce import run_and_report
+from experiments.common import run_and_report
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "quickstart.py") + ":cpu",
