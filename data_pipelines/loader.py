@@ -85,7 +85,9 @@ class WindowLoader:
   """Deterministic, resumable, per-process windowed batches of one split (see the module docstring)."""
 
   def __init__(self, ds: dataset_lib.Dataset, split: str, config: WindowConfig, seed: int = 0,
-               process_index: int | None = None, process_count: int | None = None):
+               process_index: int | None = None, process_count: int | None = None,
+               select: np.ndarray | None = None):
+    """select: bool[E] over the split's episodes (ds.index order), the episodes to read; None = all."""
     self.ds = ds
     self.split = split
     self.process_index = jax.process_index() if process_index is None else process_index
@@ -96,10 +98,17 @@ class WindowLoader:
     self.seed = seed
     self.local_batch = config.batch_size // self.process_count
     lengths = ds.index(split)["length"]
-    self.episodes = np.arange(len(lengths))[self.process_index::self.process_count]  # global indices
+    if select is None:
+      select = np.ones(len(lengths), bool)
+    select = np.asarray(select, bool)
+    if select.shape != lengths.shape:
+      raise ValueError(f"select has shape {select.shape}; split {split!r} has {len(lengths)} episodes")
+    # Global indices of the selected episodes; process p reads every P-th of them.
+    self.episodes = np.flatnonzero(select)[self.process_index::self.process_count]
     if not len(self.episodes):
-      raise dataset_lib.DatasetError(f"{ds.path}: split {split!r} has {len(lengths)} episodes, fewer than "
-                                     f"the {self.process_count} processes that share it")
+      raise dataset_lib.DatasetError(f"{ds.path}: split {split!r} has {int(select.sum())} selected episodes "
+                                     f"(of {len(lengths)}), fewer than the {self.process_count} processes "
+                                     "that share it")
     local = lengths[self.episodes]
     n_starts = np.maximum(local - config.window, 0) // config.stride + 1
     self._win_episode = np.repeat(np.arange(len(local)), n_starts)  # local episode of each window

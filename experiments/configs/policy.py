@@ -45,6 +45,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   b.steps = {"tiny": 20, "cpu": 1500, "paper": 20_000}[preset]
   b.batch_size = {"tiny": 16, "cpu": 64, "paper": 256}[preset]
   b.lr = 1e-3 if preset != "paper" else 3e-4
+  # "demos": the successful episodes without exploratory segments (what a demonstration is; the dataset
+  # also holds failed and exploratory episodes for the world model); "all": every train episode.
+  b.episodes = "demos"
+  # Random-shift augmentation (pixels, DrQ-style): 4 at 64x64; 0 turns it off.
+  b.shift = {"tiny": 1, "cpu": 4, "paper": 8}[preset]
   b.checkpoint_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
 
   p = c.ppo = ml_collections.ConfigDict()

@@ -49,7 +49,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   # (~5k transitions; reproduce cpu: 60 x 256 x 16). The table's evaluation replaces PPO's own.
   p = c.policy
   p.wm_env.goal = "real"
-  p.bc.steps, p.bc.checkpoint_every = 400, 200
+  p.bc.steps, p.bc.checkpoint_every = 1500, 500
   p.ppo.updates, p.ppo.critic_warmup, p.ppo.num_envs, p.ppo.updates_per_call = 10, 2, 32, 2
   p.ppo.minibatches = 4
   p.ppo.checkpoint_every, p.ppo.eval_every = 1, 5

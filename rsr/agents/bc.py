@@ -31,16 +31,35 @@ def bc_loss(apply_fn: ApplyFn, params: Any, batch: dict) -> tuple[jax.Array, dic
   return loss, metrics
 
 
-def make_bc_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation
-                 ) -> Callable[[Any, Any, dict], tuple[Any, Any, dict]]:
-  """A jitted (params, opt_state, batch) -> (params, opt_state, metrics) step of bc_loss.
+def random_shift(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
+  """Each image moved by its own random offset in [-pad, pad]^2, borders repeated (DrQ's augmentation,
+  Kostrikov et al. 2020, for pixel RL): uint8[B, H, W, C] -> uint8[B, H, W, C]."""
+  if pad <= 0:
+    return images
+  _, h, w, _ = images.shape
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+  offsets = jax.random.randint(key, (images.shape[0], 2), 0, 2 * pad + 1)
+  return jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, im.shape[-1])))(padded, offsets)
 
-  The value head gets zero gradient here; train it with ppo_loss(..., critic_only=True) on value_targets.
+
+def make_bc_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, shift: int = 0
+                 ) -> Callable[[Any, Any, dict, jax.Array], tuple[Any, Any, dict]]:
+  """A jitted (params, opt_state, batch, key) -> (params, opt_state, metrics) step of bc_loss.
+
+  shift: random-shift augmentation of every image in batch["obs"] by up to this many pixels (0: none).
+  Pixel BC on a few dozen demonstrations memorises them without it (train MSE 0.009, held-out 0.19 at
+  64x64 with 84 demonstrations). The value head gets zero gradient here; train it with
+  ppo_loss(..., critic_only=True) on value_targets.
   """
   grad_fn = jax.grad(lambda p, b: bc_loss(apply_fn, p, b), has_aux=True)
 
   @jax.jit
-  def step(params, opt_state, batch):
+  def step(params, opt_state, batch, key):
+    if shift:
+      obs = dict(batch["obs"])
+      for i, k in enumerate(name for name in sorted(obs) if name in ("rgb", "goal")):
+        obs[k] = random_shift(jax.random.fold_in(key, i), obs[k], shift)
+      batch = dict(batch, obs=obs)
     grads, metrics = grad_fn(params, batch)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, metrics

@@ -63,6 +63,8 @@ def check(config) -> None:
     raise ValueError(f"wm_env.reset must be 'first' or 'fresh', got {config.wm_env.reset!r}")
   if config.env == "sim" and config.agent.use_goal:
     raise ValueError("agent.use_goal needs env=world_model (the simulator has no goal image)")
+  if config.bc.episodes not in ("demos", "all"):
+    raise ValueError(f"bc.episodes must be 'demos' or 'all', got {config.bc.episodes!r}")
 
 
 # ---- behaviour cloning ------------------------------------------------------------------------------
@@ -88,7 +90,8 @@ def bc_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_run
   params = init_params(acfg, jax.random.PRNGKey(config.seed), hw)
   opt = _bc_optimizer(config)
   state = BCState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params))
-  inner = bc_lib.make_bc_step(model.apply, opt)
+  inner = bc_lib.make_bc_step(model.apply, opt, shift=config.bc.shift)
+  base_key = jax.random.PRNGKey(config.seed + 7)
   front = ds.frame_keys[0]
 
   def to_batch(b):
@@ -98,11 +101,14 @@ def bc_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_run
     return {"obs": obs, "action": b["action"][:, 0]}
 
   def step_fn(state: BCState, batch):
-    params, opt_state, m = inner(state.params, state.opt_state, batch)
+    # The augmentation's key follows the step: a resumed run draws the same shifts.
+    params, opt_state, m = inner(state.params, state.opt_state, batch, jax.random.fold_in(base_key, state.step))
     return BCState(step=state.step + 1, params=params, opt_state=opt_state), m
 
-  loader = WindowLoader(ds, "train", WindowConfig(batch_size=config.bc.batch_size, window=1), seed=config.seed)
-  held = to_batch(WindowLoader(ds, "val", WindowConfig(batch_size=256, window=1), seed=3).batch(0))
+  loader = WindowLoader(ds, "train", WindowConfig(batch_size=config.bc.batch_size, window=1), seed=config.seed,
+                        select=bc_episodes(config, ds, "train"))
+  held = to_batch(WindowLoader(ds, "val", WindowConfig(batch_size=256, window=1), seed=3,
+                               select=bc_episodes(config, ds, "val")).batch(0))
   val_loss = jax.jit(lambda p: bc_lib.bc_loss(model.apply, p, held)[1])
 
   def evaluate(state):
@@ -115,10 +121,22 @@ def bc_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_run
   return {"steps": config.bc.steps, **last} if finished else {}
 
 
+def bc_episodes(config, ds, split: str) -> np.ndarray:
+  """bool[E]: the episodes of `split` behaviour cloning learns from (config.bc.episodes)."""
+  index = ds.index(split)
+  if config.bc.episodes == "all":
+    return np.ones(len(index["length"]), bool)
+  demos = index["success"].astype(bool) & ~index["explore"].astype(bool)
+  if not demos.any():
+    raise ValueError(f"bc.episodes='demos': split {split!r} of {ds.path} has no successful episode without "
+                     "exploration; collect more episodes or set bc.episodes='all'")
+  return demos
+
+
 def bc_compat(config, hw: tuple[int, int]) -> dict:
   """The fields a BC checkpoint must agree on with the config that loads it."""
   return {"agent": dataclasses.asdict(agent_config(config)), "image": list(hw), "bc_batch": config.bc.batch_size,
-          "seed": config.seed}
+          "bc_episodes": config.bc.episodes, "bc_shift": config.bc.shift, "seed": config.seed}
 
 
 def load_bc(config, workdir: str, hw: tuple[int, int]) -> Any:

@@ -39,7 +39,7 @@ def test_bc_fits_the_demonstrations():
   key = jax.random.PRNGKey(1)
   for _ in range(200):
     key, sub = jax.random.split(key)
-    params, opt_state, metrics = step(params, opt_state, _demos(sub))
+    params, opt_state, metrics = step(params, opt_state, _demos(sub), sub)
   last = loss_of(params)
   assert set(metrics) == {"loss", "mse", "log_std"}
   # Initial means are ~0, so the first MSE is the demo actions' mean square (~0.35); a learnt policy is far
@@ -63,3 +63,20 @@ def test_value_targets_hand_case():
   # gamma 0.5: G2 = 2, G1 = 0 + 0.5 * 2 = 1, G0 = 1 + 0.5 * 1 = 1.5
   np.testing.assert_allclose(bc.value_targets(jnp.array([1.0, 0.0, 2.0]), 0.5), [1.5, 1.0, 2.0])
   assert bc.value_targets(jnp.array([3.0]), 0.9).tolist() == pytest.approx([3.0])
+
+
+def test_random_shift_moves_each_image_within_the_pad():
+  """Each image is its original moved by at most `pad` pixels (edges repeated); different images move
+  differently; pad 0 is the identity."""
+  rgb = jax.random.randint(jax.random.PRNGKey(0), (64, 12, 10, 3), 0, 256).astype(jnp.uint8)
+  out = bc.random_shift(jax.random.PRNGKey(1), rgb, 2)
+  assert out.shape == rgb.shape and out.dtype == jnp.uint8
+  padded = jnp.pad(rgb, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+  shifts = set()
+  for i in range(rgb.shape[0]):
+    found = [(dy, dx) for dy in range(5) for dx in range(5)
+             if bool(jnp.all(padded[i, dy:dy + 12, dx:dx + 10] == out[i]))]
+    assert found, i
+    shifts.add(found[0])
+  assert len(shifts) > 10  # 25 possible offsets, drawn per image
+  assert bool(jnp.all(bc.random_shift(jax.random.PRNGKey(1), rgb, 0) == rgb))

@@ -100,6 +100,27 @@ def test_process_shards_are_disjoint(ds):
     loader.WindowLoader(ds, "train", CFG, process_index=0, process_count=3)
 
 
+def test_select_reads_only_the_chosen_episodes(ds):
+  index = ds.index("train")
+  n = len(index["length"])
+  select = np.arange(n) % 2 == 1  # every other episode
+  ld = loader.WindowLoader(ds, "train", CFG, seed=0, select=select)
+  assert ld.episodes.tolist() == np.flatnonzero(select).tolist()
+  seen = set()
+  for step in range(20):
+    b = ld.batch(step)
+    seen |= set(b["episode"].tolist())
+  assert seen == set(np.flatnonzero(select).tolist())
+  # Across processes: the selected episodes, split disjointly.
+  parts = [set(loader.WindowLoader(ds, "train", CFG, seed=0, select=select, process_index=p,
+                                   process_count=2).episodes.tolist()) for p in range(2)]
+  assert not parts[0] & parts[1] and parts[0] | parts[1] == set(np.flatnonzero(select).tolist())
+  with pytest.raises(ValueError, match=f"select has shape \\(3,\\); split 'train' has {n} episodes"):
+    loader.WindowLoader(ds, "train", CFG, select=np.ones(3, bool))
+  with pytest.raises(dataset.DatasetError, match="split 'train' has 0 selected episodes"):
+    loader.WindowLoader(ds, "train", CFG, select=np.zeros(n, bool))
+
+
 def test_iterate_places_batches_on_the_sharding(ds):
   ld = loader.WindowLoader(ds, "train", CFG, seed=0)
   sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
