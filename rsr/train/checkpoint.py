@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import jax
 import orbax.checkpoint as ocp
 
+from rsr.train import sharding
 from rsr.utils import configs, media
 
 
@@ -32,7 +33,7 @@ class Checkpointer:
       if bad:
         raise ValueError(f"the checkpoints in {self.directory} come from an incompatible config: "
                          + "; ".join(bad))
-    elif jax.process_index() == 0:  # the other processes of a multi-process run write nothing but shards
+    elif sharding.lead():  # the other processes of a multi-process run write nothing but shards
       media.write_json(path, compat)
     self._manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "extra"),

@@ -35,12 +35,10 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
   Writes WORKDIR/checkpoints/STAGE (orbax), WORKDIR/tb/STAGE (TensorBoard) and `metrics.jsonl` lines {"stage": STAGE, "step", ...}.
   `max_steps_this_run` stops early as a kill would (tests of resume use it); then finished is False.
   """
-  import jax
-
   from data_pipelines.loader import LoaderState
   from rsr.train import sharding
 
-  lead = jax.process_index() == 0
+  lead = sharding.lead()
   batch_sharding, placed = None, None
   if mesh is not None:
     placed = sharding.state_shardings(state, mesh, fsdp)

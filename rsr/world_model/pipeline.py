@@ -131,7 +131,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
     return {}
   summary = {"steps": trn.steps, "params": dyn.param_count(state.params), "context": context,
              "horizon": horizon, **last}
-  if jax.process_index() == 0:  # every process holds the same results; one writes them
+  if sharding.lead():  # every process holds the same results; one writes them
     if stage == "dynamics":
       _write_videos(workdir, last_frames, context, ds)
     for split, img in goal_images.items():

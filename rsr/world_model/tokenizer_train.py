@@ -171,7 +171,7 @@ def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: i
     rows.append([media.label(media.grid([[media.upscale(f, zoom) for f in frames[:8]],
                                          [media.upscale(f, zoom) for f in recon]]), f"{name}: real / recon")])
   summary = {"steps": trn.steps, "codebook_size": tcfg.codebook_size, **last}
-  if jax.process_index() == 0:  # every process holds the same results; one writes them
+  if sharding.lead():  # every process holds the same results; one writes them
     if rows:
       media.write_png(os.path.join(workdir, "images", "tokenizer_recon.png"), media.grid(rows, pad=4))
     media.write_json(os.path.join(workdir, "tables", "tokenizer.json"), summary)
