@@ -64,7 +64,7 @@ class _Tower(nn.Module):
     x = pixels
     for c in self.channels:
       # The loop-safe convolution: PPO's epochs x minibatches update runs this encoder's gradient inside a
-      # lax.scan, where XLA:CPU's own kernel gradient is ~20x slower (rsr/utils/conv.py).
+      # lax.scan, where XLA:CPU's own conv gradients are ~20x slower (rsr/utils/conv.py).
       x = nn.relu(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME",
                           conv_general_dilated=conv.conv_general_dilated)(x))
     x = x.reshape(x.shape[0], -1)
