@@ -223,8 +223,10 @@ def bench_world_model(preset: str, envs: int) -> dict:
 
   c = wm_configs.get_config(preset)
   tcfg = TokenizerConfig(channels=tuple(c.tokenizer.channels), levels=tuple(c.tokenizer.levels))
-  side = 64 // tcfg.downsample if preset != "paper" else 128 // tcfg.downsample
-  mcfg = dynamics_train.dynamics_config(c, tcfg.codebook_size, side * side, "action")
+  # The paper-sized presets (paper, gpu, tpu_pod) model the paper's data: 128x128 front + wrist views.
+  paper_like = preset == "paper" or preset in wm_configs.ACCELERATOR
+  side, views = (128 // tcfg.downsample, 2) if paper_like else (64 // tcfg.downsample, 1)
+  mcfg = dynamics_train.dynamics_config(c, tcfg.codebook_size, views * side * side, "action")
   model = dyn.Dynamics(mcfg)
   trn = dynamics_train.DynamicsTrainConfig(batch_size=c.dynamics_train.batch_size)
   state = dynamics_train.init_state(model, trn, jax.random.PRNGKey(0))
@@ -265,11 +267,13 @@ def bench_world_model(preset: str, envs: int) -> dict:
   t_cached = _timed(cached, params, cache, key)
   t_uncached = _timed(uncached, params, window_tokens, key)
   flops = _flops(step, state, batch)
+  mm = matmul_flops_per_s(dtype=mcfg.dtype)
   return {
       "preset": preset, "params": dyn.param_count(params), "window": w, "tokens_per_frame": n,
       "train_batch": b, "train_step_s": train_time, "train_tokens_per_s": b * w * n / train_time,
       "train_windows_per_s": b / train_time, "train_gflop_per_step": flops / 1e9,
-      "train_gflop_per_s": flops / 1e9 / train_time,
+      "train_gflop_per_s": flops / 1e9 / train_time, "matmul_flops_per_s": mm, "dtype": mcfg.dtype,
+      "train_mfu": flops / train_time / mm,
       "envs": envs, "maskgit_steps": gen.steps,
       "imagined_frames_per_s": envs / t_cached, "uncached_frames_per_s": envs / t_uncached,
       "cache_speedup": t_uncached / t_cached,
@@ -340,15 +344,16 @@ def bench_scaling(preset: str, device_counts: list[int], paper: bool) -> dict:
   return out
 
 
-def matmul_flops_per_s(n: int | None = None, repeats: int = 5) -> float:
-  """Dense f32 matmul FLOP/s of this machine now (the denominator of compute efficiency); 1024^2 on a CPU,
-  8192^2 on an accelerator (smaller products leave a GPU idle between launches)."""
+def matmul_flops_per_s(n: int | None = None, repeats: int = 5, dtype: str = "float32") -> float:
+  """Dense matmul FLOP/s of this machine now in `dtype` (the denominator of compute efficiency: bf16 for
+  a model computing in bf16); 1024^2 on a CPU, 8192^2 on an accelerator (smaller products leave a GPU
+  idle between launches)."""
   import jax
   import jax.numpy as jnp
 
   n = n or (1024 if jax.default_backend() == "cpu" else 8192)
 
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
   mm = jax.jit(lambda x: x @ x)
   return 2.0 * n ** 3 / _timed(mm, a, repeats=repeats)
 
@@ -548,7 +553,9 @@ def main(argv):
       results["world_model"] = bench_world_model(_WM_PRESET.value, _WM_ENVS.value)
     w = results["world_model"]
     print(f"world_model: training {w['train_tokens_per_s']:.0f} tokens/s ({w['train_windows_per_s']:.1f} "
-          f"windows/s, {w['train_gflop_per_s']:.0f} GFLOP/s); imagination {w['imagined_frames_per_s']:.1f} "
+          f"windows/s, {w['train_gflop_per_s']:.0f} GFLOP/s, mfu {w['train_mfu']:.2f} of "
+          f"{w['matmul_flops_per_s'] / 1e9:.0f} {w['dtype']} matmul GFLOP/s); imagination "
+          f"{w['imagined_frames_per_s']:.1f} "
           f"frames/s cached vs {w['uncached_frames_per_s']:.1f} uncached ({w['cache_speedup']:.1f}x)")
   if "imagination" in only:
     print(f"imagination: fused PPO step over {_IMAG_ENVS.value} imagined environments vs the reference loop "

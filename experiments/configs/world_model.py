@@ -108,4 +108,6 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   g.steps = 2  # MaskGIT refinement steps per imagined frame (the paper: 2)
   g.temperature = 0.0  # 0: greedy (the paper does not say; greedy maximizes expected PSNR)
   g.order = "confidence"  # or "random"
+  # Logit bonus of the previous frame's token at every position (rsr/world_model/generate.py; 0: off).
+  g.copy_bias = 0.0
   return c

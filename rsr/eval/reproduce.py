@@ -339,7 +339,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
   grid = [(m, t, s) for s in p.seeds for t in p.tasks for m in p.methods]
   steps = (2 + len(p.seeds) + len(p.tasks) * len(p.seeds) * len(ppo_methods))
   bar = tqdm(total=steps, desc="reproduce", unit="run", disable=not progress, dynamic_ncols=True, position=0)
-  t0 = time.time()
 
   def stage(what: str) -> None:
     bar.set_postfix_str(what)
@@ -396,7 +395,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
                                     episodes=c["episodes"]) for c in res["results"]]
   table = tables_lib.build(rows)
   files = tables_lib.write(table, p.tables_dir)
-  log(f"reproduce: finished in {time.time() - t0:.0f} s")
   return {"table": table, "files": files, "plan": p}
 
 

@@ -193,8 +193,7 @@ def world_model_env(config, ds, progress: bool = True):
   tok_ds = pipeline.tokenize_stage(wcfg, wdir, ds, progress=progress)
   vocab = tokenizer_train.tokenizer_config(wcfg).codebook_size
   dyn_model, dyn_params = pipeline.load_dynamics(wcfg, wdir, tok_ds, vocab, "dynamics")
-  gen = generate.GenerateConfig(steps=wcfg.generate.steps, temperature=wcfg.generate.temperature,
-                                order=wcfg.generate.order)
+  gen = generate.GenerateConfig.from_config(wcfg.generate)
   head = head_params = None
   if config.reward == "learned":
     from rsr.rewards import learned

@@ -11,7 +11,16 @@ def plain(config: Mapping[str, Any]) -> dict:
   return json.loads(json.dumps(dict(config)))
 
 
-def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-  """(field, stored value, current value) for every top-level field that differs, sorted by field."""
-  return [(k, stored.get(k), current.get(k)) for k in sorted(set(stored) | set(current))
-          if stored.get(k) != current.get(k)]
+def differences(stored: Mapping[str, Any], current: Mapping[str, Any], prefix: str = ""
+                ) -> list[tuple[str, Any, Any]]:
+  """(field, stored value, current value) for every field that differs, sorted by field; nested mappings
+  are compared field by field and named with dots ("dynamics.d_model"), so that an error names the one
+  value that changed rather than printing two whole sections. A field missing on one side is None there."""
+  out = []
+  for k in sorted(set(stored) | set(current)):
+    a, b = stored.get(k), current.get(k)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+      out.extend(differences(a, b, f"{prefix}{k}."))
+    elif a != b:
+      out.append((f"{prefix}{k}", a, b))
+  return out

@@ -4,6 +4,9 @@ Masking (MaskGIT): every frame but a window's first gets a mask ratio r = cos(pi
 each of its tokens is masked with probability r; the first frame stays visible as context.
 Loss: cross-entropy on masked tokens + done_weight x MSE(sigmoid(done_logit), done label) over valid
 frames (the paper: weight 5). The goal model is the same network conditioned on the task only.
+Metrics beside the loss: `changed_frac`, the share of masked tokens that differ from the same position
+in the previous frame, and `changed_acc`, the accuracy on those: copying is easy, the changed tokens are
+where dynamics and action control live.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def sample_mask(key: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
 
 
 def losses(model: Dynamics, params, batch: dict, key: jax.Array, done_weight: float):
+  """batch: tokens i32[B, T, N], action f32[B, T, A], task i32[B], done f32[B, T], mask bool[B, T]
+  -> (loss, metrics)."""
   tokens = batch["tokens"].astype(jnp.int32)
   valid = batch["mask"]
   masked = sample_mask(key, tokens.shape) & valid[..., None]
@@ -70,11 +75,16 @@ def losses(model: Dynamics, params, batch: dict, key: jax.Array, done_weight: fl
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
   n_masked = jnp.maximum(masked.sum(), 1)
   ce = jnp.sum(ce * masked) / n_masked
-  acc = jnp.sum((jnp.argmax(logits, -1) == tokens) * masked) / n_masked
+  right = jnp.argmax(logits, -1) == tokens
+  acc = jnp.sum(right * masked) / n_masked
+  # Frame 0 is never masked, so its (undefined) previous frame never matters.
+  changed = masked & (tokens != jnp.concatenate([tokens[:, :1], tokens[:, :-1]], axis=1))
+  changed_acc = jnp.sum(right * changed) / jnp.maximum(changed.sum(), 1)
   n_valid = jnp.maximum(valid.sum(), 1)
   done_mse = jnp.sum((jax.nn.sigmoid(done_logit) - batch["done"]) ** 2 * valid) / n_valid
   loss = ce + done_weight * done_mse
-  return loss, {"loss": loss, "ce": ce, "token_acc": acc, "done_mse": done_mse}
+  return loss, {"loss": loss, "ce": ce, "token_acc": acc, "changed_acc": changed_acc,
+                "changed_frac": changed.sum() / n_masked, "done_mse": done_mse}
 
 
 def make_train_step(model: Dynamics, cfg: DynamicsTrainConfig):

@@ -61,7 +61,8 @@ def full_windows(batch_tok: dict, batch_pix: dict) -> np.ndarray:
 
 def open_loop(model, params, decode, tok_batch: dict, pix_frames: np.ndarray, context: int, horizon: int,
               gen: generate.GenerateConfig, key: jax.Array, views: int) -> dict:
-  """PSNR per imagined step for real actions, shuffled actions, and the copy-last-frame baseline.
+  """PSNR per imagined step for real actions, shuffled actions, and the copy-last-frame baseline, and the
+  half-width of a 95% normal interval of the mean per-window gain over copy-last-frame.
 
   tok_batch: windows of C + H frames (tokens, action, task); pix_frames uint8[B, C + H, V, H, W, 3].
   decode: token ids i32[..., h, w] -> f32[..., H, W, 3] in [0, 1].
@@ -77,15 +78,20 @@ def open_loop(model, params, decode, tok_batch: dict, pix_frames: np.ndarray, co
   def score(acts):
     toks, dones = run(params, tokens, acts, task, key)
     frames = np.asarray(decode(toks.reshape(b, horizon, views, side, side)))
-    return np.asarray(psnr(jnp.asarray(frames), jnp.asarray(real))).mean(axis=(0, 2)), toks, frames
+    return np.asarray(psnr(jnp.asarray(frames), jnp.asarray(real))), toks, frames
 
-  p_true, toks, frames = score(actions)
+  p_true, toks, frames = score(actions)  # PSNR f32[B, H, V]
   p_shuf, _, _ = score(jnp.roll(actions, 1, axis=0))
   last = pix_frames[:, context - 1:context].astype(np.float32) / 255.0
-  p_copy = np.asarray(psnr(jnp.asarray(np.broadcast_to(last, real.shape)), jnp.asarray(real))).mean(axis=(0, 2))
+  p_copy = np.asarray(psnr(jnp.asarray(np.broadcast_to(last, real.shape)), jnp.asarray(real)))
   last_tok = np.asarray(decode(tokens[:, context - 1].reshape(b, 1, views, side, side)))
-  p_copy_tok = np.asarray(psnr(jnp.asarray(np.broadcast_to(last_tok, real.shape)), jnp.asarray(real))).mean(axis=(0, 2))
-  return {"psnr": p_true, "psnr_shuffled": p_shuf, "psnr_copy": p_copy, "psnr_copy_tokens": p_copy_tok,
+  p_copy_tok = np.asarray(psnr(jnp.asarray(np.broadcast_to(last_tok, real.shape)), jnp.asarray(real)))
+  # Windows are the independent samples: the paired per-window gain gives the comparison its error bar.
+  gain = (p_true - p_copy).mean(axis=(1, 2))
+  ci = 1.96 * gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else None  # None: one window
+  per_step = lambda p: p.mean(axis=(0, 2))  # noqa: E731
+  return {"psnr": per_step(p_true), "psnr_shuffled": per_step(p_shuf), "psnr_copy": per_step(p_copy),
+          "psnr_copy_tokens": per_step(p_copy_tok), "gain_over_copy_ci95": ci, "windows": b,
           "frames": frames}
 
 

@@ -22,6 +22,10 @@ class GenerateConfig:
   steps: int = 2  # MaskGIT refinement steps per frame (K)
   temperature: float = 1.0  # 0: greedy
   order: str = "confidence"  # or "random"
+  # Added to the logit of the previous frame's token at every position (0: off). Most of a frame does not
+  # change between steps, and a model that is unsure everywhere otherwise resamples static tokens wrongly;
+  # the bias makes "keep the token" the default that evidence of motion must overcome.
+  copy_bias: float = 0.0
 
   def validate(self) -> "GenerateConfig":
     if self.steps < 1:
@@ -30,7 +34,16 @@ class GenerateConfig:
       raise ValueError(f"order must be 'confidence' or 'random', got {self.order!r}")
     if self.temperature < 0:
       raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    if self.copy_bias < 0:
+      raise ValueError(f"copy_bias must be >= 0, got {self.copy_bias}")
     return self
+
+  @classmethod
+  def from_config(cls, g) -> "GenerateConfig":
+    """From a world-model config's `generate` section (fields a world model's saved config.json may
+    predate take their defaults)."""
+    return cls(steps=g.steps, temperature=g.temperature, order=g.order,
+               copy_bias=g.get("copy_bias", cls.copy_bias)).validate()
 
 
 def fixed_after(step: int, steps: int, n: int) -> int:
@@ -57,6 +70,10 @@ def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task:
     key, k_sample, k_order = (keys[:, i] for i in range(3)) if per_env else keys
     _, _, logits = model.apply(params, cache, tokens, prev_action, has, task, write=False,
                                method=Dynamics.observe)
+    if config.copy_bias:
+      # A compare against the vocabulary index fuses into the add: no [B, N, vocab] one-hot is stored.
+      is_last = (jnp.arange(logits.shape[-1]) == cache.last[..., None]) & (cache.pos > 0)[:, None, None]
+      logits = logits + config.copy_bias * is_last
     if config.temperature > 0:
       scaled = logits / config.temperature
       sample = (jax.vmap(jax.random.categorical)(k_sample, scaled) if per_env

@@ -79,8 +79,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   loader = WindowLoader(tok_ds, "train", win, seed=config.seed)
   state = dynamics_train.init_state(model, trn, jax.random.PRNGKey(config.seed + (1 if stage == "dynamics" else 2)))
   step_fn = dynamics_train.make_train_step(model, trn)
-  gen = generate.GenerateConfig(steps=config.generate.steps, temperature=config.generate.temperature,
-                                order=config.generate.order).validate()
+  gen = generate.GenerateConfig.from_config(config.generate)
   decode = jax.jit(lambda c: tok_model.apply(tok_params, c, method=Tokenizer.decode))
   views = len(ds.frame_keys)
   context, horizon = d.eval_context, d.eval_horizon
@@ -107,6 +106,9 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
         out[f"{split}/psnr_last"] = float(r["psnr"][-1])
         out[f"{split}/psnr_copy"] = float(r["psnr_copy"].mean())
         out[f"{split}/gain_over_copy"] = out[f"{split}/psnr"] - out[f"{split}/psnr_copy"]
+        if r["gain_over_copy_ci95"] is not None:
+          out[f"{split}/gain_over_copy_ci95"] = float(r["gain_over_copy_ci95"])
+        out[f"{split}/windows"] = r["windows"]
         out[f"{split}/psnr_copy_tokens"] = float(r["psnr_copy_tokens"].mean())
         out[f"{split}/gain_over_copy_tokens"] = out[f"{split}/psnr"] - out[f"{split}/psnr_copy_tokens"]
         if stage == "dynamics":

@@ -105,7 +105,7 @@ def test_rerun_skips_what_is_done(reproduced, tiny_dataset, tiny_world_model):
 def test_changed_config_is_refused(reproduced, tiny_dataset, tiny_world_model):
   workdir, _ = reproduced
   r = _reproduce(workdir, tiny_dataset, tiny_world_model, "--config.policy.ppo.updates=8", timeout=300)
-  assert r.returncode != 0 and "finished with another config (ppo:" in r.stderr, r.stderr[-2000:]
+  assert r.returncode != 0 and "finished with another config (ppo.updates: done with 4, config has 8)" in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr
 
 

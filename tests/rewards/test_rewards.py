@@ -264,7 +264,7 @@ def test_reward_head_learns_resumes_and_loads(tmp_path):
   with pytest.raises(ValueError, match=r"incompatible config: d_model: checkpoint has 32, config has 48"):
     learned.load_reward_head(_config(d_model=48), straight, 125, N_TOKENS)
   with pytest.raises(ValueError, match=r"checkpoints/reward come from an incompatible config: "
-                                      r"reward: checkpoint has .*'d_model': 32"):
+                                      r"reward\.d_model: checkpoint has 32, config has 48$"):
     learned.reward_stage(_config(d_model=48), straight, tok_ds, progress=False)
   with pytest.raises(ValueError, match=r"no reward-head checkpoint in .*nothing.*run the 'reward' stage first"):
     learned.load_reward_head(c, str(tmp_path / "nothing"), 125, N_TOKENS)

@@ -96,6 +96,51 @@ def test_maskgit_schedule_and_imagine():
   assert reset.pos.tolist() == [0, 4, 4] and not bool(reset.valid[0].any())
 
 
+def test_copy_bias_keeps_the_previous_frame():
+  """The copy bias moves decoding towards the previous frame's tokens: unbiased greedy decoding of a random
+  network changes tokens, a large bias keeps every one, and a first frame (no previous) is unaffected."""
+  cfg = dyn.DynamicsConfig(vocab=50, tokens_per_frame=6, d_model=32, layers=2, heads=4, window=3,
+                           prev_frame_input=True)
+  m = dyn.Dynamics(cfg)
+  p = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 6), jnp.int32), jnp.zeros((1, 3, 5)), jnp.zeros((1,), jnp.int32))
+  act, task = jnp.zeros((4, 5)), jnp.arange(4)
+  seen = jax.random.randint(jax.random.PRNGKey(3), (4, 6), 0, 50)
+  cache = m.apply(p, dyn.init_cache(cfg, 4), seen, act, jnp.zeros((4,), bool), task, method=dyn.Dynamics.observe)[0]
+  imagine = lambda c, bias: generate.imagine(  # noqa: E731
+      m, p, c, act, task, jax.random.PRNGKey(1), generate.GenerateConfig(temperature=0.0, copy_bias=bias))[1]
+  assert not bool((imagine(cache, 0.0) == seen).all())
+  np.testing.assert_array_equal(imagine(cache, 1e4), seen)
+  fresh = dyn.init_cache(cfg, 4)
+  np.testing.assert_array_equal(imagine(fresh, 1e4), imagine(fresh, 0.0))
+  with pytest.raises(ValueError, match="copy_bias"):
+    generate.GenerateConfig(copy_bias=-1.0).validate()
+
+
+def test_loss_and_changed_token_metrics_by_hand():
+  """The loss is the mean cross-entropy over masked tokens (+ the done term); `changed_frac` and
+  `changed_acc` count the masked tokens that differ from the previous frame, none in a static window."""
+  cfg = dyn.DynamicsConfig(vocab=20, tokens_per_frame=8, d_model=32, layers=1, heads=4, window=3)
+  m = dyn.Dynamics(cfg)
+  k = jax.random.PRNGKey(0)
+  moving = jax.random.randint(k, (4, 3, 8), 0, 20)
+  batch = {"action": jnp.zeros((4, 3, 5)), "task": jnp.zeros((4,), jnp.int32), "done": jnp.zeros((4, 3)),
+           "mask": jnp.ones((4, 3), bool)}
+  p = m.init(k, moving, batch["action"], batch["task"])
+  static = jnp.broadcast_to(moving[:, :1], moving.shape)
+  assert float(dynamics_train.losses(m, p, dict(batch, tokens=static), k, 0.0)[1]["changed_frac"]) == 0.0
+  loss, metrics = dynamics_train.losses(m, p, dict(batch, tokens=moving), k, 0.0)
+  mask = np.asarray(dynamics_train.sample_mask(k, moving.shape))  # the same key: the same mask
+  logits, _ = m.apply(p, jnp.where(mask, cfg.mask_id, moving), batch["action"], batch["task"], moving)
+  tok = np.asarray(moving)
+  ce = np.take_along_axis(np.asarray(-jax.nn.log_softmax(logits)), tok[..., None], -1)[..., 0]
+  np.testing.assert_allclose(loss, ce[mask].mean(), rtol=1e-5)
+  changed = mask & (tok != np.concatenate([tok[:, :1], tok[:, :-1]], 1))
+  right = np.asarray(logits).argmax(-1) == tok
+  assert changed.any()
+  assert float(metrics["changed_frac"]) == pytest.approx(changed.sum() / mask.sum())
+  assert float(metrics["changed_acc"]) == pytest.approx(right[changed].mean())
+
+
 def test_cache_ring_keeps_the_newest_frames():
   """Past the window, the ring overwrites the oldest slot: its slots hold exactly the last W - 1 frames.
   Layer-0 keys depend only on the frame, its predecessor, the action and the position (not on the cached
