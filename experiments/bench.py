@@ -224,7 +224,7 @@ def bench_world_model(preset: str, envs: int) -> dict:
   c = wm_configs.get_config(preset)
   tcfg = TokenizerConfig(channels=tuple(c.tokenizer.channels), levels=tuple(c.tokenizer.levels))
   # The paper-sized presets (paper, gpu, tpu_pod) model the paper's data: 128x128 front + wrist views.
-  paper_like = preset == "paper" or preset in wm_configs.ACCELERATOR
+  paper_like = wm_configs.model_preset(preset) == "paper"
   side, views = (128 // tcfg.downsample, 2) if paper_like else (64 // tcfg.downsample, 1)
   mcfg = dynamics_train.dynamics_config(c, tcfg.codebook_size, views * side * side, "action")
   model = dyn.Dynamics(mcfg)

@@ -16,7 +16,7 @@ reward head, trained on the dataset's handcrafted rewards), handcrafted (the sim
 
 import ml_collections
 
-from experiments.configs.world_model import ACCELERATOR
+from experiments.configs.world_model import model_preset
 
 PRESETS = ("tiny", "cpu", "paper", "gpu", "tpu_pod")
 
@@ -26,7 +26,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
   c = ml_collections.ConfigDict()
   c.preset = preset
-  accel, preset = preset, ("paper" if preset in ACCELERATOR else preset)
+  accel, preset = preset, model_preset(preset)
   c.task = "push_cube"
   c.env = "world_model"  # or "sim"
   c.reward = "endogenous"  # or "learned" (world model) / "handcrafted" (sim)

@@ -32,7 +32,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
   c = ml_collections.ConfigDict()
   c.preset = preset
-  stages_preset, preset = preset, ("paper" if preset in world_model_configs.ACCELERATOR else preset)
+  stages_preset, preset = preset, world_model_configs.model_preset(preset)
   c.methods = "bc,ppo_sim,ppo_wm_learned,roboscape_r"  # a comma list; see rsr/eval/reproduce.py METHODS
   c.tasks = {"tiny": "push_cube", "cpu": "all", "paper": "all"}[preset]  # 'all' or a comma list
   c.seeds = {"tiny": "0", "cpu": "0,1,2", "paper": "0,1,2,3,4"}[preset]  # a comma list of integers

@@ -21,12 +21,17 @@ ACCELERATOR = ("gpu", "tpu_pod")  # the paper preset's model and data, scaled fo
 STAGES = ("tokenizer", "tokenize", "dynamics", "goal", "reward")
 
 
+def model_preset(preset: str) -> str:
+  """The preset whose model and data sizes `preset` uses: an accelerator preset runs the paper's."""
+  return "paper" if preset in ACCELERATOR else preset
+
+
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
   c = ml_collections.ConfigDict()
   c.preset = preset
-  accel, preset = preset, ("paper" if preset in ACCELERATOR else preset)
+  accel, preset = preset, model_preset(preset)
   c.data_dir = "runs/data"  # a collect workdir (experiments.collect) or a dataset directory
   c.seed = 0
   c.stages = ",".join(STAGES)
