@@ -237,7 +237,7 @@ def bench_world_model(preset: str, envs: int) -> dict:
            "task": jnp.zeros((b,), jnp.int32), "done": jnp.zeros((b, w)), "mask": jnp.ones((b, w), bool)}
   state, train_time = _timed_steps(step, state, batch)
   params = state.params
-  gen = generate.GenerateConfig(steps=c.generate.steps, temperature=0.0)
+  gen = generate.GenerateConfig.from_config(c.generate)  # what the trainers decode with
   cache = dyn.init_cache(mcfg, envs)
   obs = jax.jit(lambda p, cch, tok: model.apply(p, cch, tok, jnp.zeros((envs, 5)), jnp.ones((envs,), bool),
                                                jnp.zeros((envs,), jnp.int32), method=dyn.Dynamics.observe)[0])
@@ -395,7 +395,7 @@ def bench_imagination(envs: int, reference_steps: int) -> dict:
   bank = wm_env.StartBank(context=jax.random.randint(key, (64, c, n), 0, mcfg.vocab),
                           actions=jnp.zeros((64, c, 5)), task=jnp.zeros((64,), jnp.int32),
                           goal=jax.random.randint(jax.random.PRNGKey(1), (64, n), 0, mcfg.vocab))
-  gen = generate.GenerateConfig(steps=wc.generate.steps, temperature=0.0)
+  gen = generate.GenerateConfig.from_config(wc.generate)
   ecfg = wm_env.WMEnvConfig(horizon=pc.wm_env.horizon, reward=policy.reward_config(pc), generate=gen)
   parts = wm_env.WMParts(dynamics=model, tokenizer=tok)
   env_params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params)
