@@ -42,7 +42,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   a.init_log_std = -0.5
 
   b = c.bc = ml_collections.ConfigDict()
-  b.steps = {"tiny": 20, "cpu": 1500, "paper": 20_000}[preset]
+  # cpu: measured on the cpu collection (748 demonstrations, 64x64; mean-action success on 64 id scenes,
+  # push_cube / pick_cube): 1500 steps 0% / 3%, 4000 6% / 20%, 8000 9% / 31%, 24000 11% / 39% (~9 min).
+  b.steps = {"tiny": 20, "cpu": 24_000, "paper": 20_000}[preset]
   b.batch_size = {"tiny": 16, "cpu": 64, "paper": 256}[preset]
   b.lr = 1e-3 if preset != "paper" else 3e-4
   # "demos": the successful episodes without exploratory segments (what a demonstration is; the dataset
@@ -50,7 +52,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   b.episodes = "demos"
   # Random-shift augmentation (pixels, DrQ-style): 4 at 64x64; 0 turns it off.
   b.shift = {"tiny": 1, "cpu": 4, "paper": 8}[preset]
-  b.checkpoint_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
+  b.checkpoint_every = {"tiny": 10, "cpu": 2000, "paper": 5000}[preset]
 
   p = c.ppo = ml_collections.ConfigDict()
   p.updates = {"tiny": 4, "cpu": 60, "paper": 2000}[preset]  # the budget of policy updates

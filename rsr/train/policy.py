@@ -219,7 +219,11 @@ def world_model_env(config, ds, progress: bool = True):
 
 
 def sim_env(config, ds):
-  env = registry.make(config.task, height=ds.spec.height, width=ds.spec.width)
+  """The simulator PPO trains in (the `ppo_sim` baseline). Episodes run to the horizon: with the staged
+  dense reward and termination on success, lingering near the goal out-earns succeeding (the noise-free
+  expert returns 73.8 on push_cube at 100% success, the expert with action noise 0.6 returns 121.7 at
+  34%). Evaluation (sim_evaluator) still ends episodes on success."""
+  env = registry.make(config.task, height=ds.spec.height, width=ds.spec.width, terminate_on_success=False)
   batched = wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(env)))
   return (lambda _: batched), None
 
