@@ -102,6 +102,15 @@ def features(spec: DatasetSpec) -> tfds.features.FeaturesDict:
 ExampleSource = Mapping[str, Callable[[], Iterator[tuple[str, dict]]]]
 
 
+class _LocalInfo(tfds.core.DatasetInfo):
+  """DatasetInfo of a dataset made here, never on TFDS's public bucket: the base class looks there for
+  every builder whose directory is not written yet, through an empty temporary directory (/tmp/tmp*tfds)
+  that it leaves behind, one per collection."""
+
+  def initialize_from_bucket(self) -> None:
+    pass
+
+
 class RsrTabletop(tfds.core.GeneratorBasedBuilder):
   """Writes tabletop episodes in the RLDS schema. Reading needs no builder class:
   `tfds.builder_from_directory(path)` or `data_pipelines.dataset.open_dataset(path)`."""
@@ -115,7 +124,7 @@ class RsrTabletop(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return _LocalInfo(
         builder=self, description=__doc__, features=features(self._spec),
         homepage="https://github.com/google-research/rlds",
         metadata=tfds.core.MetadataDict(spec=self._spec.as_dict()))

@@ -235,7 +235,15 @@ def bench_world_model(preset: str, envs: int) -> dict:
   key = jax.random.PRNGKey(1)
   batch = {"tokens": jax.random.randint(key, (b, w, n), 0, mcfg.vocab), "action": jnp.zeros((b, w, 5)),
            "task": jnp.zeros((b,), jnp.int32), "done": jnp.zeros((b, w)), "mask": jnp.ones((b, w), bool)}
+  t0 = time.perf_counter()
+  flops = _flops(step, state, batch)  # XLA's count (lowers and compiles; nothing runs, nothing donated)
   state, train_time = _timed_steps(step, state, batch)
+  mm = matmul_flops_per_s(dtype=mcfg.dtype)
+  # Printed now: on a time-limited accelerator lease the imagination half below can outlast the lease
+  # (each of its programs compiles separately), and the training figure should not be lost with it.
+  print(f"world_model: training step {train_time:.3f} s ({flops / 1e9:.0f} GFLOP, mfu "
+        f"{flops / train_time / mm:.2f} of {mm / 1e9:.0f} {mcfg.dtype} matmul GFLOP/s); compile and "
+        f"timing took {time.perf_counter() - t0:.0f} s; now the imagination programs (compiling...)", flush=True)
   params = state.params
   gen = generate.GenerateConfig.from_config(c.generate)  # what the trainers decode with
   cache = dyn.init_cache(mcfg, envs)
@@ -266,8 +274,6 @@ def bench_world_model(preset: str, envs: int) -> dict:
   window_tokens = jax.random.randint(key, (envs, w - 1, n), 0, mcfg.vocab)
   t_cached = _timed(cached, params, cache, key)
   t_uncached = _timed(uncached, params, window_tokens, key)
-  flops = _flops(step, state, batch)
-  mm = matmul_flops_per_s(dtype=mcfg.dtype)
   return {
       "preset": preset, "params": dyn.param_count(params), "window": w, "tokens_per_frame": n,
       "train_batch": b, "train_step_s": train_time, "train_tokens_per_s": b * w * n / train_time,

@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipelines import collect, dataset
+from data_pipelines import collect, dataset, synthetic
 from rsr.envs.tabletop.tasks import TASKS
 from tests.conftest import tiny_collect_config as tiny_config
 
@@ -180,3 +181,14 @@ def test_config_errors():
   bad.tasks = "push"
   with pytest.raises(ValueError, match="unknown task push"):
     collect.CollectConfig.from_config(bad)
+
+
+
+def test_publishing_leaves_no_temporary_directories(tmp_path, monkeypatch):
+  """TFDS looks every new builder up on its public bucket through a temporary directory that it never
+  removes (one /tmp/tmp*tfds per collection); a dataset made here skips the lookup."""
+  tmp = tmp_path / "tmp"
+  tmp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+  synthetic.write_synthetic(str(tmp_path / "ds"), {"train": 2}, image_size=16, lengths=(4, 6), progress=False)
+  assert sorted(os.listdir(tmp)) == []
