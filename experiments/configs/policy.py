@@ -62,6 +62,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   p.updates_per_call = {"tiny": 1, "cpu": 2, "paper": 10}[preset]
   p.epochs = {"tiny": 2, "cpu": 4, "paper": 4}[preset]
   p.minibatches = {"tiny": 2, "cpu": 8, "paper": 32}[preset]
+  # The most samples per gradient pass (0: the whole minibatch); the cpu preset's minibatches of 512 run as
+  # 4 x 128, the same update 2.3x faster on a CPU (rsr/agents/ppo.py PPOConfig.microbatch).
+  p.microbatch = {"tiny": 0, "cpu": 128, "paper": 0}[preset]
   p.lr = 3e-4
   p.gamma = 0.99
   p.lam = 0.95

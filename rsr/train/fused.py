@@ -42,6 +42,8 @@ class FusedConfig:
   ppo: ppo.PPOConfig = ppo.PPOConfig()
 
   def validate(self) -> "FusedConfig":
+    if self.ppo.microbatch < 0:
+      raise ValueError(f"ppo.microbatch must be >= 0 (0: the whole minibatch), got {self.ppo.microbatch}")
     n = self.num_envs * self.rollout_len
     if n % self.ppo.minibatches:
       raise ValueError(f"num_envs x rollout_len = {n} transitions do not split into {self.ppo.minibatches} "

@@ -233,7 +233,8 @@ def sim_env(config, ds):
 def ppo_config(config) -> fused.FusedConfig:
   p = config.ppo
   pc = ppo.PPOConfig(gamma=p.gamma, lam=p.lam, clip_eps=p.clip_eps, vf_coef=p.vf_coef, ent_coef=p.ent_coef,
-                     epochs=p.epochs, minibatches=p.minibatches, lr=p.lr, max_grad_norm=p.max_grad_norm)
+                     epochs=p.epochs, minibatches=p.minibatches, lr=p.lr, max_grad_norm=p.max_grad_norm,
+                     microbatch=p.microbatch)
   return fused.FusedConfig(num_envs=p.num_envs, rollout_len=p.rollout_len, updates_per_call=p.updates_per_call,
                            reward_scaling=p.reward_scaling, use_goal=config.agent.use_goal, ppo=pc).validate()
 
@@ -339,7 +340,9 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
 
 def ppo_compat(config) -> dict:
   """The fields a PPO checkpoint must agree on with the config that loads it."""
-  return {"agent": dataclasses.asdict(agent_config(config)), "ppo": dataclasses.asdict(ppo_config(config)),
+  fcfg = dataclasses.asdict(ppo_config(config))
+  del fcfg["ppo"]["microbatch"]  # how the update is computed, not what it is: a resume may change it
+  return {"agent": dataclasses.asdict(agent_config(config)), "ppo": fcfg,
           "env": config.env, "reward": config.reward, "task": config.task, "seed": config.seed,
           "wm_env": config.wm_env.to_dict() if config.env == "world_model" else {},
           "rewards": config.rewards.to_dict() if config.reward == "endogenous" else {}}

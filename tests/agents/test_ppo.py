@@ -201,6 +201,35 @@ def test_ppo_update_decreases_the_loss(rollout):
   assert float(after["approx_kl"]) > 1e-6  # the full loss moves the policy, not only the critic
 
 
+def test_micro_batches_are_the_fewest_equal_parts():
+  assert ppo.micro_batches(512, 128) == 4
+  assert ppo.micro_batches(320, 128) == 4  # 3 parts of 320 are not equal: 4 of 80
+  assert ppo.micro_batches(128, 128) == 1
+  assert ppo.micro_batches(100, 0) == 1  # 0: the whole minibatch
+  assert ppo.micro_batches(7, 2) == 7
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_micro_batches_compute_the_same_update(rollout, normalize):
+  """Minibatches of 16 in micro-batches of at most 6 (4 of 4): the same parameters and metrics as one pass
+  per minibatch, the advantages normalized over the whole minibatch either way."""
+  params, batch = rollout
+  out = []
+  for micro in (0, 6):
+    cfg = ppo.PPOConfig(epochs=2, minibatches=2, lr=1e-3, normalize_advantages=normalize, microbatch=micro)
+    opt = ppo.make_optimizer(cfg)
+    update = jax.jit(functools.partial(ppo.ppo_update, NET.apply, opt, cfg=cfg))
+    out.append(update(params, opt.init(params), batch, jax.random.PRNGKey(3)))
+  (p_whole, _, m_whole), (p_micro, _, m_micro) = out
+  moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree_util.tree_leaves(p_whole),
+                                                           jax.tree_util.tree_leaves(params)))
+  assert moved > 1e-4  # the update did something to compare
+  for a, b in zip(jax.tree_util.tree_leaves(p_whole), jax.tree_util.tree_leaves(p_micro)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for k in m_whole:
+    np.testing.assert_allclose(m_whole[k], m_micro[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
 def test_bad_minibatch_count_is_named(rollout):
   params, batch = rollout
   batch = jax.tree_util.tree_map(lambda x: x[:30], batch)

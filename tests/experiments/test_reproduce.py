@@ -93,7 +93,8 @@ def test_rerun_skips_what_is_done(reproduced, tiny_dataset, tiny_world_model):
   before = {p: os.path.getmtime(p) for p in workdir.glob("eval/*/*/*/results.json")}
   csv_before = (workdir / "tables" / "results.csv").read_text()
   t0 = time.time()
-  r = _reproduce(workdir, tiny_dataset, tiny_world_model, timeout=300)
+  # ppo.microbatch changes how an update is computed, not what it is: the finished runs stay done.
+  r = _reproduce(workdir, tiny_dataset, tiny_world_model, "--config.policy.ppo.microbatch=4", timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   started = [ln for ln in r.stdout.splitlines() if ln.startswith("reproduce: ") and " -> " in ln]
   assert all(ln.startswith("reproduce: data -> ") for ln in started), started  # no BC, PPO or world model run
@@ -153,7 +154,8 @@ def test_quickstart_presets_are_valid(preset, tmp_path):
   from rsr.eval import reproduce
 
   p = reproduce.plan(configs.get_config(preset), str(tmp_path))
-  assert p.methods == list(METHODS) and p.tasks == ["push_cube"] and p.seeds == [0] and p.world_model_stages
+  task = "pick_cube" if preset == "cpu" else "push_cube"  # README command 1 runs the task BC learns soonest
+  assert p.methods == list(METHODS) and p.tasks == [task] and p.seeds == [0] and p.world_model_stages
   assert not os.listdir(tmp_path)
 
 

@@ -179,6 +179,7 @@ def test_ppo_raises_sim_success_from_weak_bc(tmp_path):
   c.data_dir, c.env, c.reward, c.task = data_dir, "sim", "handcrafted", "pick_cube"
   c.ppo.num_envs, c.ppo.rollout_len, c.ppo.updates_per_call = 64, 20, 2
   c.ppo.epochs, c.ppo.minibatches, c.ppo.lr = 4, 4, 1e-4
+  c.ppo.microbatch = 0  # whole-minibatch gradients, as when the figures below were measured
   ds = open_dataset(data_dir)
   workdir = str(tmp_path / "policy")
   t0 = time.perf_counter()
