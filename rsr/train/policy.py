@@ -234,7 +234,7 @@ def ppo_config(config) -> fused.FusedConfig:
   p = config.ppo
   pc = ppo.PPOConfig(gamma=p.gamma, lam=p.lam, clip_eps=p.clip_eps, vf_coef=p.vf_coef, ent_coef=p.ent_coef,
                      epochs=p.epochs, minibatches=p.minibatches, lr=p.lr, max_grad_norm=p.max_grad_norm,
-                     microbatch=p.microbatch)
+                     microbatch=p.get("microbatch", 0))  # configs written before the field: whole minibatches
   return fused.FusedConfig(num_envs=p.num_envs, rollout_len=p.rollout_len, updates_per_call=p.updates_per_call,
                            reward_scaling=p.reward_scaling, use_goal=config.agent.use_goal, ppo=pc).validate()
 

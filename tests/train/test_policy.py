@@ -226,3 +226,16 @@ def test_train_policy_binary_bad_flags(tiny_dataset, tmp_path):
                       f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode != 0
   assert "env=sim pays the simulator's handcrafted reward" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_written_before_microbatch_still_loads(tmp_path):
+  """A run's config.json from before `ppo.microbatch` existed (evaluate reads it to check the checkpoint):
+  whole minibatches, and the same checkpoint fields as a config that names the field."""
+  c = policy_configs.get_config("cpu")
+  raw = c.to_dict()
+  del raw["ppo"]["microbatch"]
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps(raw))
+  old = policy.read_config(str(path))
+  assert policy.ppo_config(old).ppo.microbatch == 0
+  assert policy.ppo_compat(old) == policy.ppo_compat(c)
