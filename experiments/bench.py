@@ -36,11 +36,9 @@ import os
 import platform
 import time
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from experiments.common import usage_errors  # noqa: E402
+from experiments.common import usage_errors
 
 BENCHES = ("sim", "data", "world_model", "imagination", "scaling")
 _ONLY = flags.DEFINE_string("only", ",".join(BENCHES), f"Comma list of entries to run: {', '.join(BENCHES)}.")
@@ -517,6 +515,11 @@ def main(argv):
   del argv
   with usage_errors():
     only = [b.strip() for b in _ONLY.value.split(",") if b.strip()]
+    if "sim" in only:
+      # The sim entry's reference renders through MuJoCo's OpenGL renderer: headless, that is EGL. Set
+      # before mujoco is first imported (below), and only for it: with MUJOCO_GL=egl and no libEGL on the
+      # machine (some GPU images), `import mujoco` itself fails, also for entries that never render.
+      os.environ.setdefault("MUJOCO_GL", "egl")
     bad = [b for b in only if b not in BENCHES]
     if bad or not only:
       raise ValueError(f"unknown benchmark(s) {bad or _ONLY.value!r}; valid: {', '.join(BENCHES)}")
