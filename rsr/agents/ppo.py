@@ -47,6 +47,11 @@ class PPOConfig:
   microbatch: int = 0
 
 
+# PPOConfig fields that change how an update is computed, not what it is: checkpoints and finished runs
+# stay valid when they change (rsr.train.policy.ppo_compat, rsr.eval.reproduce).
+SPEED_FIELDS = ("microbatch",)
+
+
 # --- The Gaussian policy -----------------------------------------------------------------------------------
 
 

@@ -57,8 +57,6 @@ DONE = "DONE.json"
 _PATH_FIELDS = ("data_dir", "world_model_dir")
 # What the shared BC run depends on (a new PPO budget, say, keeps it).
 _BC_FIELDS = ("agent", "bc", "seed")
-# How a run computes, not what: a finished run stays valid when these change (section, field).
-_SPEED_FIELDS = (("ppo", "microbatch"),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +182,11 @@ def policy_config(config, p: Plan, method: str, task: str, seed: int) -> ml_coll
 # ---- done markers -----------------------------------------------------------------------------------
 
 def _comparable(config: ml_collections.ConfigDict, fields: tuple[str, ...] | None = None) -> dict:
+  from rsr.agents import ppo
+
   d = configs_lib.plain(config.to_dict())
-  for section, field in _SPEED_FIELDS:
-    if isinstance(d.get(section), dict):
-      d[section] = {k: v for k, v in d[section].items() if k != field}
+  if isinstance(d.get("ppo"), dict):  # a policy sub-run: how its updates are computed is not what it did
+    d["ppo"] = {k: v for k, v in d["ppo"].items() if k not in ppo.SPEED_FIELDS}
   return {k: v for k, v in d.items() if k not in _PATH_FIELDS and (fields is None or k in fields)}
 
 

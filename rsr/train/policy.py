@@ -341,7 +341,8 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
 def ppo_compat(config) -> dict:
   """The fields a PPO checkpoint must agree on with the config that loads it."""
   fcfg = dataclasses.asdict(ppo_config(config))
-  del fcfg["ppo"]["microbatch"]  # how the update is computed, not what it is: a resume may change it
+  for field in ppo.SPEED_FIELDS:  # a resume may change them
+    del fcfg["ppo"][field]
   return {"agent": dataclasses.asdict(agent_config(config)), "ppo": fcfg,
           "env": config.env, "reward": config.reward, "task": config.task, "seed": config.seed,
           "wm_env": config.wm_env.to_dict() if config.env == "world_model" else {},

@@ -183,7 +183,6 @@ def test_config_errors():
     collect.CollectConfig.from_config(bad)
 
 
-
 def test_publishing_leaves_no_temporary_directories(tmp_path, monkeypatch):
   """TFDS looks every new builder up on its public bucket through a temporary directory that it never
   removes (one /tmp/tmp*tfds per collection); a dataset made here skips the lookup."""
