@@ -32,6 +32,7 @@ Speed is compared as a ratio within one run; the machine is shared and absolute 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -57,6 +58,8 @@ _WM_PRESET = flags.DEFINE_string("wm_preset", "cpu", "world_model: preset of con
 _WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagined in parallel.")
 _IMAG_ENVS = flags.DEFINE_integer("imag_envs", 256, "imagination: environments of the fused step.")
 _IMAG_REF_STEPS = flags.DEFINE_integer("imag_reference_steps", 6, "imagination: steps timed on the reference loop.")
+_IMAG_CHUNK = flags.DEFINE_integer("imag_chunk", -1, "imagination: environments imagined at once (wm_env.chunk; "
+                                   "-1: the cpu preset's, 0: the whole batch).")
 _SCALE_PRESET = flags.DEFINE_string("scaling_preset", "cpu", "scaling: world-model preset whose training is timed.")
 _SCALE_DEVICES = flags.DEFINE_string("scaling_devices", "1,2,4,8", "scaling: device counts (CPU: fake devices).")
 _SCALE_PAPER = flags.DEFINE_bool("scaling_paper", True, "scaling: also compile one FSDP step of the paper "
@@ -369,7 +372,7 @@ def _flops(fn, *args) -> float:
   return float((ca[0] if isinstance(ca, list) else ca).get("flops", float("nan")))
 
 
-def bench_imagination(envs: int, reference_steps: int) -> dict:
+def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -400,7 +403,8 @@ def bench_imagination(envs: int, reference_steps: int) -> dict:
                           actions=jnp.zeros((64, c, 5)), task=jnp.zeros((64,), jnp.int32),
                           goal=jax.random.randint(jax.random.PRNGKey(1), (64, n), 0, mcfg.vocab))
   gen = generate.GenerateConfig.from_config(wc.generate)
-  ecfg = wm_env.WMEnvConfig(horizon=pc.wm_env.horizon, reward=policy.reward_config(pc), generate=gen)
+  chunk = pc.wm_env.chunk if chunk < 0 else chunk
+  ecfg = wm_env.WMEnvConfig(horizon=pc.wm_env.horizon, reward=policy.reward_config(pc), generate=gen, chunk=chunk)
   parts = wm_env.WMParts(dynamics=model, tokenizer=tok)
   env_params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params)
   make_env = lambda p: wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(  # noqa: E731
@@ -417,7 +421,9 @@ def bench_imagination(envs: int, reference_steps: int) -> dict:
   transitions = envs * fcfg.rollout_len
 
   # FLOPs of one call, piece by piece: T x (policy + env step), the bootstrap value, E x M minibatch updates.
-  plain = wrappers.Vmap(wrappers.EpisodeStats(wm_env.WorldModelEnv(parts, env_params, bank, ecfg)))
+  # (Counted on the whole batch: XLA's cost analysis counts a loop body once, and chunks are a loop.)
+  whole = dataclasses.replace(ecfg, chunk=0)
+  plain = wrappers.Vmap(wrappers.EpisodeStats(wm_env.WorldModelEnv(parts, env_params, bank, whole)))
 
   def act_step(p, s, k):
     obs = fused.policy_obs(s.obs, False)
@@ -495,7 +501,7 @@ def bench_imagination(envs: int, reference_steps: int) -> dict:
   mm = matmul_flops_per_s()
   fused_rate, loop_rate = transitions / t_fused, ref_envs / t_ref
   return {
-      "envs": envs, "rollout_len": fcfg.rollout_len, "epochs": fcfg.ppo.epochs,
+      "envs": envs, "chunk": chunk, "rollout_len": fcfg.rollout_len, "epochs": fcfg.ppo.epochs,
       "minibatches": fcfg.ppo.minibatches, "window": w, "tokens_per_frame": n,
       "maskgit_steps": gen.steps, "fused_call_s": t_fused,
       "fused_steps_per_s": fused_rate, "loop_steps_per_s": loop_rate, "ratio": fused_rate / loop_rate,
@@ -570,7 +576,7 @@ def main(argv):
     print(f"imagination: fused PPO step over {_IMAG_ENVS.value} imagined environments vs the reference loop "
           "(compiling...)", flush=True)
     with usage_errors():
-      results["imagination"] = bench_imagination(_IMAG_ENVS.value, _IMAG_REF_STEPS.value)
+      results["imagination"] = bench_imagination(_IMAG_ENVS.value, _IMAG_REF_STEPS.value, _IMAG_CHUNK.value)
     r = results["imagination"]
     print(f"imagination: fused {r['fused_steps_per_s']:.1f} transitions/s vs reference loop "
           f"{r['loop_steps_per_s']:.2f} ({r['ratio']:.1f}x); {r['flops_per_s'] / 1e9:.1f} GFLOP/s of "

@@ -86,6 +86,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   # "first": each environment restarts from the start it first drew (Brax's auto-reset; a world-model
   # reset observes C frames and decodes the goal, as costly as several steps); "fresh": a new bank draw.
   w.reset = "first"
+  # Environments imagined at once on one device (0: the whole batch): speed only. On the 2-core CPU,
+  # chunks of 8 keep each chunk's activations in cache (docs/benchmarks.md); ignored on a mesh of
+  # several devices, where the batch is already split.
+  w.chunk = {"tiny": 0, "cpu": 8, "paper": 0}[preset]
 
   r = c.rewards = ml_collections.ConfigDict()
   r.distance = "features"  # features (tokenizer encoder) | pixels | tokens | lpips

@@ -43,13 +43,9 @@ class PPOConfig:
   # The most samples in one gradient pass (0: the whole minibatch). A larger minibatch is then split into
   # equal micro-batches whose gradients are averaged (advantages normalized over the whole minibatch
   # first): the same update, computed in pieces. Speed only: on XLA:CPU the conv agent's gradient costs
-  # 2.3x more per sample over 512 samples than over 128 (docs/benchmarks.md).
+  # 2.3x more per sample over 512 samples than over 128 (docs/benchmarks.md). Checkpoints and finished
+  # runs ignore it (rsr.train.policy.SPEED_FIELDS).
   microbatch: int = 0
-
-
-# PPOConfig fields that change how an update is computed, not what it is: checkpoints and finished runs
-# stay valid when they change (rsr.train.policy.ppo_compat, rsr.eval.reproduce).
-SPEED_FIELDS = ("microbatch",)
 
 
 # --- The Gaussian policy -----------------------------------------------------------------------------------

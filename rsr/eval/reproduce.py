@@ -182,11 +182,11 @@ def policy_config(config, p: Plan, method: str, task: str, seed: int) -> ml_coll
 # ---- done markers -----------------------------------------------------------------------------------
 
 def _comparable(config: ml_collections.ConfigDict, fields: tuple[str, ...] | None = None) -> dict:
-  from rsr.agents import ppo
+  from rsr.train import policy as policy_lib
 
   d = configs_lib.plain(config.to_dict())
-  if isinstance(d.get("ppo"), dict):  # a policy sub-run: how its updates are computed is not what it did
-    d["ppo"] = {k: v for k, v in d["ppo"].items() if k not in ppo.SPEED_FIELDS}
+  if isinstance(d.get("ppo"), dict):  # a policy sub-run: how its work is computed is not what it did
+    d = policy_lib.without_speed_fields(d)
   return {k: v for k, v in d.items() if k not in _PATH_FIELDS and (fields is None or k in fields)}
 
 

@@ -61,6 +61,9 @@ def check(config) -> None:
     raise ValueError("reward=handcrafted exists only in the simulator (env=sim)")
   if config.wm_env.reset not in ("first", "fresh"):
     raise ValueError(f"wm_env.reset must be 'first' or 'fresh', got {config.wm_env.reset!r}")
+  chunk, envs = config.wm_env.get("chunk", 0), config.ppo.num_envs
+  if chunk < 0 or (config.env == "world_model" and 0 < chunk < envs and envs % chunk):
+    raise ValueError(f"wm_env.chunk must be 0 (the whole batch) or divide ppo.num_envs = {envs}, got {chunk}")
   if config.env == "sim" and config.agent.use_goal:
     raise ValueError("agent.use_goal needs env=world_model (the simulator has no goal image)")
   if config.bc.episodes not in ("demos", "all"):
@@ -182,8 +185,11 @@ def reward_config(config) -> RewardConfig:
                       w_align=r.w_align, w_done=r.w_done, tau=r.tau).validate()
 
 
-def world_model_env(config, ds, progress: bool = True):
-  """(make_env(params) -> batched auto-reset WorldModelEnv, world-model params, tok_ds)."""
+def world_model_env(config, ds, progress: bool = True, chunk: int | None = None):
+  """(make_env(params) -> batched auto-reset WorldModelEnv, world-model params, start bank).
+
+  chunk: environments stepped at once (default: the config's wm_env.chunk; 0 in run configs that predate
+  it)."""
   from rsr.world_model import env as wm_env
   from rsr.world_model import generate, pipeline, tokenizer_train
 
@@ -209,7 +215,7 @@ def world_model_env(config, ds, progress: bool = True):
   parts = wm_env.WMParts(dynamics=dyn_model, tokenizer=tok_model, views=len(ds.frame_keys), reward_head=head)
   params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params, reward_head=head_params)
   ecfg = wm_env.WMEnvConfig(horizon=w.horizon, done_threshold=w.done_threshold, reward=reward_config(config),
-                            generate=gen)
+                            generate=gen, chunk=w.get("chunk", 0) if chunk is None else chunk)
 
   def make_env(p):
     return wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(wm_env.WorldModelEnv(parts, p, bank, ecfg))),
@@ -284,8 +290,12 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
   model = ActorCritic(acfg)
   hw = (ds.spec.height, ds.spec.width)
   params = load_bc(config, workdir, hw)
+  mesh = mesh if mesh is not None else sharding.make_mesh()
   if config.env == "world_model":
-    make_env, env_params, _ = world_model_env(config, ds, progress)
+    # Chunks serve one device's caches; a mesh already splits the batch (and a chunk loop over a
+    # sharded batch would step one device's environments at a time).
+    chunk = None if mesh.devices.size == 1 else 0
+    make_env, env_params, _ = world_model_env(config, ds, progress, chunk=chunk)
     scenes = jnp.zeros((fcfg.num_envs,), jnp.int32)  # placeholders: starts are drawn from the bank
   else:
     make_env, env_params = sim_env(config, ds)
@@ -293,7 +303,6 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
   opt = ppo.make_optimizer(fcfg.ppo)
   state = jax.jit(lambda ep, s, k: fused.init_state(make_env(ep), params, opt, k, s, fcfg.num_envs))(
       env_params, scenes, jax.random.PRNGKey(config.seed + 1))
-  mesh = mesh if mesh is not None else sharding.make_mesh()
   state = fused.place(state, mesh, fcfg.num_envs)
   env_params = sharding.replicate(env_params, mesh)
   constrain = sharding.batch_constraint(mesh, fcfg.num_envs)
@@ -338,14 +347,25 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
   return summary
 
 
+# Policy-config fields (by section) that change how the work is computed, not what it computes: a
+# checkpoint or a finished run stays valid when they change (ppo_compat, rsr.eval.reproduce).
+SPEED_FIELDS = {"ppo": ("microbatch",), "wm_env": ("chunk",)}
+
+
+def without_speed_fields(d: dict) -> dict:
+  """A policy config as a plain dict (or some of its sections) without SPEED_FIELDS."""
+  return {k: ({f: x for f, x in v.items() if f not in SPEED_FIELDS[k]} if k in SPEED_FIELDS else v)
+          for k, v in d.items()}
+
+
 def ppo_compat(config) -> dict:
   """The fields a PPO checkpoint must agree on with the config that loads it."""
   fcfg = dataclasses.asdict(ppo_config(config))
-  for field in ppo.SPEED_FIELDS:  # a resume may change them
-    del fcfg["ppo"][field]
+  fcfg["ppo"] = without_speed_fields({"ppo": fcfg["ppo"]})["ppo"]  # a resume may change them
   return {"agent": dataclasses.asdict(agent_config(config)), "ppo": fcfg,
           "env": config.env, "reward": config.reward, "task": config.task, "seed": config.seed,
-          "wm_env": config.wm_env.to_dict() if config.env == "world_model" else {},
+          "wm_env": (without_speed_fields({"wm_env": config.wm_env.to_dict()})["wm_env"]
+                     if config.env == "world_model" else {}),
           "rewards": config.rewards.to_dict() if config.reward == "endogenous" else {}}
 
 

@@ -75,8 +75,14 @@ class WMEnvConfig:
   done_threshold: float = 0.9  # done (and success in imagination) when the done probability passes it
   reward: RewardConfig = RewardConfig()
   generate: generate.GenerateConfig = generate.GenerateConfig(temperature=0.0)
+  # Environments stepped at once (0: the whole batch); a larger batch steps in equal chunks, one after
+  # another. Speed only (every environment's frame depends on its own key, not on its batch): on XLA:CPU
+  # a chunk's activations stay in cache (docs/benchmarks.md).
+  chunk: int = 0
 
   def validate(self) -> "WMEnvConfig":
+    if self.chunk < 0:
+      raise ValueError(f"chunk must be >= 0 (0: the whole batch), got {self.chunk}")
     if self.horizon < 1:
       raise ValueError(f"horizon must be >= 1, got {self.horizon}")
     if not 0.0 < self.done_threshold < 1.0:
@@ -161,8 +167,21 @@ class WorldModelEnv(core.Env):
     return core.State(obs=obs, reward=zeros, done=jnp.zeros((b,), bool), info=info, inner=inner)
 
   def batch_step(self, states: core.State, actions: jax.Array) -> core.State:
-    """states with leading axis B, actions f32[B, A] -> the next imagined frame of every environment."""
+    """states with leading axis B, actions f32[B, A] -> the next imagined frame of every environment.
+
+    With `chunk` c < B (c dividing B), the batch steps as B / c chunks of c environments in a loop."""
     self.check_action(actions, batch_dims=1)
+    b, c = actions.shape[0], self.config.chunk
+    if not c or c >= b:
+      return self._step_all(states, actions)
+    if b % c:
+      raise ValueError(f"WorldModelEnv: chunk {c} does not divide the batch of {b} environments")
+    split = lambda x: x.reshape((b // c, c) + x.shape[1:])  # noqa: E731
+    out = jax.lax.map(lambda xs: self._step_all(*xs), jax.tree_util.tree_map(split, (states, actions)))
+    return jax.tree_util.tree_map(lambda x: x.reshape((b,) + x.shape[2:]), out)
+
+  def _step_all(self, states: core.State, actions: jax.Array) -> core.State:
+    """batch_step in one piece."""
     inn: WMInner = states.inner
     split = jax.vmap(jax.random.split)(inn.key)
     key, k_gen = split[:, 0], split[:, 1]

@@ -93,8 +93,10 @@ def test_rerun_skips_what_is_done(reproduced, tiny_dataset, tiny_world_model):
   before = {p: os.path.getmtime(p) for p in workdir.glob("eval/*/*/*/results.json")}
   csv_before = (workdir / "tables" / "results.csv").read_text()
   t0 = time.time()
-  # ppo.microbatch changes how an update is computed, not what it is: the finished runs stay done.
-  r = _reproduce(workdir, tiny_dataset, tiny_world_model, "--config.policy.ppo.microbatch=4", timeout=300)
+  # ppo.microbatch and wm_env.chunk change how the work is computed, not what it is: the finished runs
+  # stay done.
+  r = _reproduce(workdir, tiny_dataset, tiny_world_model, "--config.policy.ppo.microbatch=4",
+                 "--config.policy.wm_env.chunk=2", timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   started = [ln for ln in r.stdout.splitlines() if ln.startswith("reproduce: ") and " -> " in ln]
   assert all(ln.startswith("reproduce: data -> ") for ln in started), started  # no BC, PPO or world model run

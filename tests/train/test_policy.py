@@ -74,12 +74,40 @@ def test_world_model_env_protocol(wm, distance):
   assert dones[:c.wm_env.horizon].any(axis=0).all()  # every env ended by the horizon (truncation at least)
 
 
+def test_world_model_env_chunks_step_the_same(wm):
+  """wm_env.chunk steps the batch in pieces: the same frames, rewards and dones as one piece; a chunk
+  that does not divide the batch is refused by name."""
+  c, ds, _, _, _ = wm
+  n = 4
+  runs = {}
+  for chunk in (0, 2, 3):
+    make_env, params, _ = policy.world_model_env(c, ds, progress=False, chunk=chunk)
+    env = make_env(params)
+    state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.zeros((n,), jnp.int32))
+    step = jax.jit(env.step)
+    if chunk == 3:
+      with pytest.raises(ValueError, match="chunk 3 does not divide the batch of 4"):
+        step(state, jnp.zeros((n, 5)))
+      continue
+    out = []
+    for t in range(c.wm_env.horizon + 2):
+      state = step(state, jnp.asarray(np.random.default_rng(t).uniform(-1, 1, (n, 5)), jnp.float32))
+      out.append((np.asarray(state.obs["rgb"]), np.asarray(state.reward), np.asarray(state.done)))
+    runs[chunk] = out
+  for (rgb0, r0, d0), (rgb2, r2, d2) in zip(runs[0], runs[2]):
+    assert np.abs(rgb0.astype(int) - rgb2.astype(int)).max() <= 1  # (float reassociation, before rounding)
+    np.testing.assert_allclose(r0, r2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(d0, d2)
+
+
 def test_world_model_env_rejects_what_cannot_work(wm):
   c, ds, _, _, _ = wm
   with pytest.raises(ValueError, match="handcrafted exists only in the simulator"):
     policy.check(_config(c.data_dir, c.world_model_dir, reward="handcrafted"))
   with pytest.raises(ValueError, match="env=sim pays the simulator's handcrafted reward"):
     policy.check(_config(c.data_dir, c.world_model_dir, env="sim", reward="endogenous"))
+  with pytest.raises(ValueError, match="wm_env.chunk must be 0 .* or divide ppo.num_envs = 8, got 3"):
+    policy.check(_config(c.data_dir, c.world_model_dir, **{"wm_env.chunk": 3}))
   bad = _config(c.data_dir, c.world_model_dir, world_model_dir=os.path.join(c.data_dir, "nowhere"))
   with pytest.raises(ValueError, match="no .*config.json"):
     policy.world_model_env(bad, ds, progress=False)
@@ -228,12 +256,13 @@ def test_train_policy_binary_bad_flags(tiny_dataset, tmp_path):
   assert "env=sim pays the simulator's handcrafted reward" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_config_written_before_microbatch_still_loads(tmp_path):
-  """A run's config.json from before `ppo.microbatch` existed (evaluate reads it to check the checkpoint):
-  whole minibatches, and the same checkpoint fields as a config that names the field."""
+def test_config_written_before_speed_fields_still_loads(tmp_path):
+  """A run's config.json from before `ppo.microbatch` and `wm_env.chunk` existed (evaluate reads it to
+  check the checkpoint): whole minibatches and batches, and the same checkpoint fields as a config that
+  names them."""
   c = policy_configs.get_config("cpu")
   raw = c.to_dict()
-  del raw["ppo"]["microbatch"]
+  del raw["ppo"]["microbatch"], raw["wm_env"]["chunk"]
   path = tmp_path / "config.json"
   path.write_text(json.dumps(raw))
   old = policy.read_config(str(path))

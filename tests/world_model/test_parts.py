@@ -96,6 +96,48 @@ def test_maskgit_schedule_and_imagine():
   assert reset.pos.tolist() == [0, 4, 4] and not bool(reset.valid[0].any())
 
 
+def test_argmax_and_attention_match_their_plain_forms():
+  """generate._argmax is jnp.argmax (first index on ties) with the top logit; attend is softmax attention
+  (normalised after the weighted sum), with and without a mask."""
+  logits = jnp.asarray(np.random.default_rng(0).integers(0, 4, (5, 7, 11)), jnp.float32)  # many ties
+  idx, top = generate._argmax(logits)
+  np.testing.assert_array_equal(idx, jnp.argmax(logits, axis=-1))
+  np.testing.assert_array_equal(top, jnp.max(logits, axis=-1))
+  q, k, v = (jax.random.normal(kk, (2, 6, 3, 4)) for kk in jax.random.split(jax.random.PRNGKey(0), 3))
+  mask = np.tril(np.ones((6, 6), bool))
+  for m in (None, mask):
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / 2.0
+    s = s if m is None else jnp.where(m, s, -jnp.inf)
+    want = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v)
+    np.testing.assert_allclose(dyn.attend(q, k, v, m), want, rtol=1e-5, atol=1e-6)
+
+
+def test_greedy_imagine_matches_maskgit_by_hand():
+  """Greedy K = 2 decoding against the cache: the most confident quarter-ish of the tokens (the cosine
+  schedule) from the first pass, the rest from the second pass given them, as written out plainly."""
+  cfg = dyn.DynamicsConfig(vocab=50, tokens_per_frame=16, d_model=32, layers=2, heads=4, window=3)
+  m = dyn.Dynamics(cfg)
+  p = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 16), jnp.int32), jnp.zeros((1, 3, 5)),
+             jnp.zeros((1,), jnp.int32))
+  b = 3
+  act, task, has = jax.random.uniform(jax.random.PRNGKey(2), (b, 5)), jnp.zeros((b,), jnp.int32), jnp.ones((b,), bool)
+  cache = dyn.init_cache(cfg, b)
+  cache, _, _ = m.apply(p, cache, jax.random.randint(jax.random.PRNGKey(3), (b, 16), 0, 50), act, has, task,
+                        method=dyn.Dynamics.observe)
+  _, tokens, _ = generate.imagine(m, p, cache, act, task, jax.random.PRNGKey(1), generate.GenerateConfig(temperature=0.0))
+  masked = np.full((b, 16), cfg.mask_id)
+  logits = np.asarray(m.apply(p, cache, jnp.asarray(masked), act, has, task, write=False, method=dyn.Dynamics.observe)[2])
+  conf = np.max(np.asarray(jax.nn.log_softmax(logits)), axis=-1)
+  first = masked.copy()
+  keep = generate.fixed_after(0, 2, 16)
+  for i in range(b):
+    top = np.argsort(-conf[i], kind="stable")[:keep]
+    first[i, top] = np.argmax(logits[i, top], axis=-1)
+  logits2 = np.asarray(m.apply(p, cache, jnp.asarray(first), act, has, task, write=False, method=dyn.Dynamics.observe)[2])
+  want = np.where(first == cfg.mask_id, np.argmax(logits2, axis=-1), first)
+  np.testing.assert_array_equal(tokens, want)
+
+
 def test_copy_bias_keeps_the_previous_frame():
   """The copy bias moves decoding towards the previous frame's tokens: unbiased greedy decoding of a random
   network changes tokens, a large bias keeps every one, and a first frame (no previous) is unaffected."""
