@@ -169,13 +169,13 @@ class WorldModelEnv(core.Env):
   def batch_step(self, states: core.State, actions: jax.Array) -> core.State:
     """states with leading axis B, actions f32[B, A] -> the next imagined frame of every environment.
 
-    With `chunk` c < B (c dividing B), the batch steps as B / c chunks of c environments in a loop."""
+    With `chunk` < B, the batch steps in a loop over equal chunks: of `chunk` environments, or of the
+    largest size below it that divides B (a batch sized otherwise, such as a few episodes for a video)."""
     self.check_action(actions, batch_dims=1)
     b, c = actions.shape[0], self.config.chunk
     if not c or c >= b:
       return self._step_all(states, actions)
-    if b % c:
-      raise ValueError(f"WorldModelEnv: chunk {c} does not divide the batch of {b} environments")
+    c = max(d for d in range(1, c + 1) if b % d == 0)
     split = lambda x: x.reshape((b // c, c) + x.shape[1:])  # noqa: E731
     out = jax.lax.map(lambda xs: self._step_all(*xs), jax.tree_util.tree_map(split, (states, actions)))
     return jax.tree_util.tree_map(lambda x: x.reshape((b,) + x.shape[2:]), out)
