@@ -361,11 +361,10 @@ def without_speed_fields(d: dict) -> dict:
 def ppo_compat(config) -> dict:
   """The fields a PPO checkpoint must agree on with the config that loads it."""
   fcfg = dataclasses.asdict(ppo_config(config))
-  fcfg["ppo"] = without_speed_fields({"ppo": fcfg["ppo"]})["ppo"]  # a resume may change them
-  return {"agent": dataclasses.asdict(agent_config(config)), "ppo": fcfg,
+  kept = without_speed_fields({"ppo": fcfg["ppo"], "wm_env": config.wm_env.to_dict()})  # a resume may change them
+  return {"agent": dataclasses.asdict(agent_config(config)), "ppo": dict(fcfg, ppo=kept["ppo"]),
           "env": config.env, "reward": config.reward, "task": config.task, "seed": config.seed,
-          "wm_env": (without_speed_fields({"wm_env": config.wm_env.to_dict()})["wm_env"]
-                     if config.env == "world_model" else {}),
+          "wm_env": kept["wm_env"] if config.env == "world_model" else {},
           "rewards": config.rewards.to_dict() if config.reward == "endogenous" else {}}
 
 
