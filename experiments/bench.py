@@ -59,7 +59,8 @@ _WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagin
 _IMAG_ENVS = flags.DEFINE_integer("imag_envs", 256, "imagination: environments of the fused step.")
 _IMAG_REF_STEPS = flags.DEFINE_integer("imag_reference_steps", 6, "imagination: steps timed on the reference loop.")
 _IMAG_CHUNK = flags.DEFINE_integer("imag_chunk", -1, "imagination: environments imagined at once (wm_env.chunk; "
-                                   "-1: the cpu preset's, 0: the whole batch).")
+                                   "-1: auto, the cpu preset's: 8 on a CPU, the whole batch on an accelerator; "
+                                   "0: the whole batch).")
 _SCALE_PRESET = flags.DEFINE_string("scaling_preset", "cpu", "scaling: world-model preset whose training is timed.")
 _SCALE_DEVICES = flags.DEFINE_string("scaling_devices", "1,2,4,8", "scaling: device counts (CPU: fake devices).")
 _SCALE_PAPER = flags.DEFINE_bool("scaling_paper", True, "scaling: also compile one FSDP step of the paper "
@@ -403,7 +404,7 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
                           actions=jnp.zeros((64, c, 5)), task=jnp.zeros((64,), jnp.int32),
                           goal=jax.random.randint(jax.random.PRNGKey(1), (64, n), 0, mcfg.vocab))
   gen = generate.GenerateConfig.from_config(wc.generate)
-  chunk = pc.wm_env.chunk if chunk < 0 else chunk
+  chunk = policy.imagined_chunk(pc.wm_env.chunk if chunk < 0 else chunk, 1, jax.default_backend())
   ecfg = wm_env.WMEnvConfig(horizon=pc.wm_env.horizon, reward=policy.reward_config(pc), generate=gen, chunk=chunk)
   parts = wm_env.WMParts(dynamics=model, tokenizer=tok)
   env_params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params)

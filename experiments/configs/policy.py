@@ -86,10 +86,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   # "first": each environment restarts from the start it first drew (Brax's auto-reset; a world-model
   # reset observes C frames and decodes the goal, as costly as several steps); "fresh": a new bank draw.
   w.reset = "first"
-  # Environments imagined at once on one device (0: the whole batch): speed only. On the 2-core CPU,
-  # chunks of 8 keep each chunk's activations in cache (docs/benchmarks.md); ignored on a mesh of
-  # several devices, where the batch is already split.
-  w.chunk = {"tiny": 0, "cpu": 8, "paper": 0}[preset]
+  # Environments imagined at once on one device (0: the whole batch; -1, auto: 8 on a CPU, where chunks of 8
+  # keep each chunk's activations in cache, and the whole batch on an accelerator, where they ran 2.4x
+  # slower; docs/benchmarks.md): speed only. Ignored on a mesh of several devices (the batch is split).
+  w.chunk = {"tiny": 0, "cpu": -1, "paper": 0}[preset]
 
   r = c.rewards = ml_collections.ConfigDict()
   r.distance = "features"  # features (tokenizer encoder) | pixels | tokens | lpips

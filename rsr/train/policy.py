@@ -62,8 +62,9 @@ def check(config) -> None:
   if config.wm_env.reset not in ("first", "fresh"):
     raise ValueError(f"wm_env.reset must be 'first' or 'fresh', got {config.wm_env.reset!r}")
   chunk, envs = config.wm_env.get("chunk", 0), config.ppo.num_envs
-  if chunk < 0 or (config.env == "world_model" and 0 < chunk < envs and envs % chunk):
-    raise ValueError(f"wm_env.chunk must be 0 (the whole batch) or divide ppo.num_envs = {envs}, got {chunk}")
+  if chunk < AUTO_CHUNK or (config.env == "world_model" and 0 < chunk < envs and envs % chunk):
+    raise ValueError(f"wm_env.chunk must be -1 (auto), 0 (the whole batch) or divide ppo.num_envs = {envs}, "
+                     f"got {chunk}")
   if config.env == "sim" and config.agent.use_goal:
     raise ValueError("agent.use_goal needs env=world_model (the simulator has no goal image)")
   if config.bc.episodes not in ("demos", "all"):
@@ -185,11 +186,29 @@ def reward_config(config) -> RewardConfig:
                       w_align=r.w_align, w_done=r.w_done, tau=r.tau).validate()
 
 
+# wm_env.chunk = AUTO_CHUNK: CPU_CHUNK environments at once on one CPU device, the whole batch otherwise.
+# On the 2-core CPU, chunks of 8 keep a chunk's activations in cache (1.2x over the whole batch); on an H100
+# the same chunks ran 2.4x slower than the whole batch (docs/benchmarks.md), and on a mesh the batch is
+# already split (a chunk loop over a sharded batch would step one device's environments at a time).
+AUTO_CHUNK, CPU_CHUNK = -1, 8
+
+
+def imagined_chunk(chunk: int, devices: int, backend: str) -> int:
+  """The environments a WorldModelEnv steps at once for config wm_env.chunk on `devices` devices of
+  `backend` ('cpu', 'gpu', 'tpu'): 0 (the whole batch) on a mesh of several devices; CPU_CHUNK for
+  AUTO_CHUNK on one CPU device and 0 on one accelerator; else `chunk` as set."""
+  if devices > 1:
+    return 0
+  if chunk == AUTO_CHUNK:
+    return CPU_CHUNK if backend == "cpu" else 0
+  return chunk
+
+
 def world_model_env(config, ds, progress: bool = True, chunk: int | None = None):
   """(make_env(params) -> batched auto-reset WorldModelEnv, world-model params, start bank).
 
-  chunk: environments stepped at once (default: the config's wm_env.chunk; 0 in run configs that predate
-  it)."""
+  chunk: environments stepped at once (default: the config's wm_env.chunk for one device of this backend,
+  `imagined_chunk`; 0 in run configs that predate it)."""
   from rsr.world_model import env as wm_env
   from rsr.world_model import generate, pipeline, tokenizer_train
 
@@ -215,7 +234,9 @@ def world_model_env(config, ds, progress: bool = True, chunk: int | None = None)
   parts = wm_env.WMParts(dynamics=dyn_model, tokenizer=tok_model, views=len(ds.frame_keys), reward_head=head)
   params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params, reward_head=head_params)
   ecfg = wm_env.WMEnvConfig(horizon=w.horizon, done_threshold=w.done_threshold, reward=reward_config(config),
-                            generate=gen, chunk=w.get("chunk", 0) if chunk is None else chunk)
+                            generate=gen,
+                            chunk=imagined_chunk(w.get("chunk", 0), 1, jax.default_backend()) if chunk is None
+                            else chunk)
 
   def make_env(p):
     return wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(wm_env.WorldModelEnv(parts, p, bank, ecfg))),
@@ -292,9 +313,7 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
   params = load_bc(config, workdir, hw)
   mesh = mesh if mesh is not None else sharding.make_mesh()
   if config.env == "world_model":
-    # Chunks serve one device's caches; a mesh already splits the batch (and a chunk loop over a
-    # sharded batch would step one device's environments at a time).
-    chunk = None if mesh.devices.size == 1 else 0
+    chunk = imagined_chunk(config.wm_env.get("chunk", 0), mesh.devices.size, jax.default_backend())
     make_env, env_params, _ = world_model_env(config, ds, progress, chunk=chunk)
     scenes = jnp.zeros((fcfg.num_envs,), jnp.int32)  # placeholders: starts are drawn from the bank
   else:
