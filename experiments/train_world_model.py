@@ -58,7 +58,10 @@ def main(argv):
         print(f"{stage}: " + json.dumps(pipeline.dynamics_stage(c, workdir, ds, tok_ds, stage=stage)))
     if "reward" in stages:
       from rsr.rewards import learned
-      print("reward: " + json.dumps(learned.reward_stage(c, workdir, tok_ds)))
+      from rsr.rewards import quality
+      tok_model, tok_params, _ = pipeline.load_tokenizer(c, workdir, ds)
+      align = quality.make_alignment(tok_model, tok_params, len(ds.frame_keys))
+      print("reward: " + json.dumps(learned.reward_stage(c, workdir, tok_ds, align=align)))
   print(f"workdir: {workdir}")
 
 

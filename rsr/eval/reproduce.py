@@ -232,7 +232,10 @@ def _world_model(wcfg, workdir: str, ds, stages: list[str], progress: bool) -> d
     if stage in stages:
       out[stage] = pipeline.dynamics_stage(wcfg, workdir, ds, tok_ds, progress=progress, stage=stage)
   if "reward" in stages:
-    out["reward"] = learned.reward_stage(wcfg, workdir, tok_ds, progress=progress)
+    from rsr.rewards import quality
+    tok_model, tok_params, _ = pipeline.load_tokenizer(wcfg, workdir, ds)
+    align = quality.make_alignment(tok_model, tok_params, len(ds.frame_keys))
+    out["reward"] = learned.reward_stage(wcfg, workdir, tok_ds, progress=progress, align=align)
   return out
 
 

@@ -12,7 +12,8 @@ numbers per token flattened (where it is), into a one-hidden-layer MLP.
 
 Stage "reward" (resumable, like the world model's stages): trains on the tokenized dataset's `train`
 split, reports MSE and R^2 (explained variance) on `val` and every `ood*` split, checkpoints to
-WORKDIR/checkpoints/reward and writes WORKDIR/tables/reward.json. Settings come from the world-model
+WORKDIR/checkpoints/reward and writes WORKDIR/tables/reward.json; given the tokenizer's alignment term, the
+table also holds how both rewards follow the handcrafted one on held-out episodes (`quality.py`). Settings come from the world-model
 config's `reward_head` group; a missing field takes `TRAIN_DEFAULTS`.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -31,6 +32,7 @@ import optax
 from flax import struct
 
 from data_pipelines.loader import WindowConfig, WindowLoader
+from rsr.rewards import quality
 from rsr.train import loop
 from rsr.train.checkpoint import Checkpointer
 from rsr.train.optim import adamw_cosine
@@ -78,7 +80,8 @@ class RewardHead(nn.Module):
 # ---- training ----------------------------------------------------------------------------------------
 
 TRAIN_DEFAULTS = dict(d_model=64, hidden=128, batch_size=16, steps=200, lr=1e-3, warmup=10, weight_decay=1e-4,
-                      grad_clip=1.0, eval_every=100, checkpoint_every=100, eval_windows=512)
+                      grad_clip=1.0, eval_every=100, checkpoint_every=100, eval_windows=512,
+                      quality_episodes=32)
 
 
 def settings(config) -> dict[str, Any]:
@@ -163,9 +166,14 @@ def held_out_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 
 def reward_stage(config, workdir: str, tok_ds, progress: bool = True,
-                 max_steps_this_run: int | None = None) -> dict:
+                 max_steps_this_run: int | None = None, align: Callable | None = None) -> dict:
   """Trains the reward head (stage "reward") on `tok_ds` (a `TokenDataset`); returns the summary written
-  to WORKDIR/tables/reward.json, or {} when stopped early by `max_steps_this_run`."""
+  to WORKDIR/tables/reward.json, or {} when stopped early by `max_steps_this_run`.
+
+  align: `quality.make_alignment(tokenizer, params, views)`; with it the summary adds, per held-out split,
+  the rank correlations of the endogenous alignment term and of the head with the handcrafted reward
+  (`{split}/align_spearman`, `{split}/head_spearman`, their `_within` forms, `{split}/quality_episodes`,
+  `{split}/quality_steps`)."""
   from rsr.world_model import tokenizer_train
 
   s = settings(config)
@@ -195,6 +203,11 @@ def reward_stage(config, workdir: str, tok_ds, progress: bool = True,
     return {}
   params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(state.params)))
   summary = {"steps": s["steps"], "params": params, **last}
+  if align is not None:
+    head = lambda t, k: predict(state.params, jnp.asarray(t, jnp.int32), jnp.asarray(k, jnp.int32))  # noqa: E731
+    for split in held:
+      q = quality.reward_quality(align, tok_ds, split, s["quality_episodes"], head)
+      summary.update({f"{split}/{'quality_' if k in ('episodes', 'steps') else ''}{k}": v for k, v in q.items()})
   media.write_json(os.path.join(workdir, "tables", f"{STAGE}.json"), summary)
   return summary
 

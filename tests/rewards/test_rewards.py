@@ -1,5 +1,6 @@
 """Rewards: perceptual distances (bounds, symmetry, ordering, LPIPS against NumPy), the endogenous reward's
-hand cases and config errors, and the learned reward head (learns, resumes exactly, loads)."""
+hand cases and config errors, the learned reward head (learns, resumes exactly, loads) and the reward
+quality report (rank correlations with the handcrafted reward)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from data_pipelines.tokenized import TokenDataset
 from experiments.configs import world_model as wm_configs
-from rsr.rewards import distance, endogenous, learned
+from rsr.rewards import distance, endogenous, learned, quality
 from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig
 
 
@@ -209,21 +210,23 @@ TABLE = np.array([0, 3, 1, 4, 1, 5, 9, 2], np.float32) / 3  # reward of the key 
 
 
 def _token_dataset(path: str) -> TokenDataset:
-  """reward[t] = TABLE[tokens[t + 1, KEY_TOKEN]]; other tokens are noise; the last step's reward is 0."""
+  """reward[t] = TABLE[tokens[t + 1, KEY_TOKEN]]; other tokens are noise; the last step's reward is 0;
+  odd episodes succeed at their last step."""
   rng = np.random.default_rng(0)
   arrays, splits = {}, {"train": 24, "val": 8, "ood_all": 8}
   for split, episodes in splits.items():
     lengths = rng.integers(6, 12, episodes).astype(np.int32)
-    toks, rewards = [], []
-    for n in lengths:
+    toks, rewards, success = [], [], []
+    for i, n in enumerate(lengths):
       t = rng.integers(0, len(TABLE), (n, N_TOKENS))
       toks.append(t)
       rewards.append(np.append(TABLE[t[1:, KEY_TOKEN]], 0.0))
+      success.append(np.arange(n) == (n - 1 if i % 2 else n))
     s = int(lengths.sum())
     arrays.update({f"{split}/tokens": np.concatenate(toks).astype(np.int16),
                    f"{split}/action": rng.uniform(-1, 1, (s, 5)).astype(np.float32),
                    f"{split}/reward": np.concatenate(rewards).astype(np.float32),
-                   f"{split}/success": np.zeros(s, bool), f"{split}/lengths": lengths,
+                   f"{split}/success": np.concatenate(success), f"{split}/lengths": lengths,
                    f"{split}/task_ids": rng.integers(0, 4, episodes).astype(np.int32)})
   return TokenDataset(path, arrays, {"fingerprint": "synthetic/0", "splits": list(splits),
                                      "tokens_per_frame": N_TOKENS})
@@ -245,17 +248,25 @@ def test_reward_head_learns_resumes_and_loads(tmp_path):
   tok_ds = _token_dataset(str(tmp_path / "tokens"))
   c = _config()
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  a = learned.reward_stage(c, straight, tok_ds, progress=False)
+  # A stand-in alignment term that orders frames as the handcrafted reward does (the real one is tested below).
+  align = lambda tokens, goal: TABLE[np.asarray(tokens)[:, KEY_TOKEN]]  # noqa: E731
+  a = learned.reward_stage(c, straight, tok_ds, progress=False, align=align)
   assert a["val/reward_r2"] > 0.8 and a["ood_all/reward_r2"] > 0.8, a
+  # The quality report: the 4 successful episodes of each held-out split, every step up to success.
+  steps = sum(len(tok_ds.read("val", i)["reward"]) - 1 for i in range(1, 8, 2))
+  assert a["val/quality_episodes"] == 4 and a["val/quality_steps"] == steps, a
+  assert a["val/align_spearman"] == pytest.approx(1.0) and a["val/align_spearman_within"] == pytest.approx(1.0)
+  assert a["val/head_spearman"] > 0.8 and a["ood_all/head_spearman"] > 0.8, a
   with open(f"{straight}/tables/reward.json") as f:
     assert json.load(f) == a
   # Killed at 100 (last checkpoint 80), then resumed: the run an uninterrupted one would have been.
   assert learned.reward_stage(c, killed, tok_ds, progress=False, max_steps_this_run=100) == {}
-  b = learned.reward_stage(c, killed, tok_ds, progress=False)
+  b = learned.reward_stage(c, killed, tok_ds, progress=False, align=align)
   assert a == b and _lines(straight) == _lines(killed)
   # A finished stage re-run retrains nothing.
   n_lines = len(_lines(straight))
-  assert learned.reward_stage(c, straight, tok_ds, progress=False) == a and len(_lines(straight)) == n_lines
+  assert learned.reward_stage(c, straight, tok_ds, progress=False, align=align) == a
+  assert len(_lines(straight)) == n_lines
 
   model, params = learned.load_reward_head(c, straight, 125, N_TOKENS)
   ep = tok_ds.read("val", 0)
@@ -287,3 +298,28 @@ def test_reward_head_settings_and_shapes():
   assert head.apply(p, jnp.ones((3, 4), jnp.int32), jnp.arange(3)).shape == (3,)
   with pytest.raises(ValueError, match="expects 4 tokens per frame"):
     head.apply(p, jnp.ones((3, 5), jnp.int32), jnp.arange(3))
+
+
+def test_spearman_by_hand():
+  # Ranks of b: 1, 2, 4, 3; sum of squared rank differences 2: 1 - 6 * 2 / (4 * (16 - 1)) = 0.8.
+  assert quality.spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 40, 30])) == pytest.approx(0.8)
+  assert quality.spearman(np.array([4.0, 3, 2, 1]), np.array([1.0, 2, 3, 4])) == pytest.approx(-1.0)
+  # Ties share their mean rank: b's ranks 1.5, 1.5, 3 against 1, 2, 3 (Pearson of the ranks: sqrt(3)/2).
+  assert quality.spearman(np.array([1.0, 2, 3]), np.array([5.0, 5, 7])) == pytest.approx(np.sqrt(3) / 2)
+  assert quality.spearman(np.array([1.0, 2, 3]), np.array([5.0, 5, 5])) is None  # undefined: constant
+  assert quality.spearman(np.array([1.0, 2]), np.array([1.0, 2])) is None  # too few steps
+
+
+def test_alignment_is_one_at_the_goal_and_falls_with_distance(tokenizer):
+  """make_alignment pays 1 - the tokenizer-feature distance between decoded frames: exactly 1 for the goal's
+  own tokens, and lower for frames whose tokens differ more from the goal's."""
+  tok, params = tokenizer
+  rng = np.random.default_rng(3)
+  goal = rng.integers(0, 125, 2 * 16)  # 2 views of 4 x 4 tokens (16x16 frames)
+  frames = np.stack([goal] * 4)
+  frames[1, :4] = (goal[:4] + 1) % 125
+  frames[2, :16] = (goal[:16] + 60) % 125
+  frames[3] = rng.integers(0, 125, 2 * 16)
+  a = quality.make_alignment(tok, params, views=2)(frames, goal)
+  assert a.shape == (4,) and a[0] == 1.0
+  assert 1.0 > a[1] > a[3] and 1.0 > a[2] > a[3], a
