@@ -61,6 +61,9 @@ def run_and_report(config, workdir: str) -> dict:
   p, files = out["plan"], out["files"]
   with open(files["markdown"]) as f:
     print("\n" + f.read())
+  if "world_model" in files:  # what the world model could do, per held-out split (rsr/eval/diagnostics.py)
+    with open(files["world_model"]) as f:
+      print(f.read())
   # ru_maxrss is in KiB on Linux: the peak resident memory of this process (every stage runs in it).
   peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   print(f"Finished in {(time.time() - t0) / 60:.1f} min (this invocation; finished sub-runs are skipped), "

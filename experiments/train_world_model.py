@@ -59,9 +59,8 @@ def main(argv):
     if "reward" in stages:
       from rsr.rewards import learned
       from rsr.rewards import quality
-      tok_model, tok_params, _ = pipeline.load_tokenizer(c, workdir, ds)
-      align = quality.make_alignment(tok_model, tok_params, len(ds.frame_keys))
-      print("reward: " + json.dumps(learned.reward_stage(c, workdir, tok_ds, align=align)))
+      align, imagine = quality.for_world_model(c, workdir, ds, tok_ds)
+      print("reward: " + json.dumps(learned.reward_stage(c, workdir, tok_ds, align=align, imagine=imagine)))
   print(f"workdir: {workdir}")
 
 

@@ -13,7 +13,8 @@ Every sub-run is a normal workdir of its own binary (re-running that binary on i
     WORKDIR/runs/METHOD/TASK/seed_S/         experiments.train_policy: bc copied from bc/seed_S, then ppo
     WORKDIR/eval/METHOD/TASK/seed_S/         results.json (as `experiments.evaluate --out`), videos/*.gif
     WORKDIR/tables/                          results.md, results.csv, improvement.csv, results.tex,
-                                             results.png, runs.json (rsr/eval/tables.py)
+                                             results.png, runs.json (rsr/eval/tables.py); world_model.md
+                                             (the world model's held-out reports, rsr/eval/diagnostics.py)
 
 Methods (METHODS), all from the same BC weights of a seed and with the same budget of PPO updates
 (config.policy.ppo.updates): `bc` (the BC checkpoint itself), `ppo_sim` (PPO in the simulator, handcrafted
@@ -233,9 +234,8 @@ def _world_model(wcfg, workdir: str, ds, stages: list[str], progress: bool) -> d
       out[stage] = pipeline.dynamics_stage(wcfg, workdir, ds, tok_ds, progress=progress, stage=stage)
   if "reward" in stages:
     from rsr.rewards import quality
-    tok_model, tok_params, _ = pipeline.load_tokenizer(wcfg, workdir, ds)
-    align = quality.make_alignment(tok_model, tok_params, len(ds.frame_keys))
-    out["reward"] = learned.reward_stage(wcfg, workdir, tok_ds, progress=progress, align=align)
+    align, imagine = quality.for_world_model(wcfg, workdir, ds, tok_ds)
+    out["reward"] = learned.reward_stage(wcfg, workdir, tok_ds, progress=progress, align=align, imagine=imagine)
   return out
 
 
@@ -402,6 +402,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
                                     episodes=c["episodes"]) for c in res["results"]]
   table = tables_lib.build(rows)
   files = tables_lib.write(table, p.tables_dir)
+  if p.world_model_stages:  # which stage limits the result: the world model's own held-out reports
+    from rsr.eval import diagnostics
+    md = diagnostics.markdown(diagnostics.load(p.world_model_dir))
+    if md:
+      files["world_model"] = media.write_text(os.path.join(p.tables_dir, "world_model.md"), md)
   return {"table": table, "files": files, "plan": p}
 
 

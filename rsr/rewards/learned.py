@@ -166,14 +166,16 @@ def held_out_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 
 def reward_stage(config, workdir: str, tok_ds, progress: bool = True,
-                 max_steps_this_run: int | None = None, align: Callable | None = None) -> dict:
+                 max_steps_this_run: int | None = None, align: Callable | None = None,
+                 imagine: Callable | None = None) -> dict:
   """Trains the reward head (stage "reward") on `tok_ds` (a `TokenDataset`); returns the summary written
   to WORKDIR/tables/reward.json, or {} when stopped early by `max_steps_this_run`.
 
-  align: `quality.make_alignment(tokenizer, params, views)`; with it the summary adds, per held-out split,
-  the rank correlations of the endogenous alignment term and of the head with the handcrafted reward
+  align, imagine: `quality.for_world_model(...)`; with align the summary adds, per held-out split, the rank
+  correlations of the endogenous alignment term and of the head with the handcrafted reward
   (`{split}/align_spearman`, `{split}/head_spearman`, their `_within` forms, `{split}/quality_episodes`,
-  `{split}/quality_steps`)."""
+  `{split}/quality_steps`); with imagine too, those of the endogenous reward on imagined frames
+  (`{split}/imagined_align_spearman`, `{split}/imagined_reward_spearman`, ...)."""
   from rsr.world_model import tokenizer_train
 
   s = settings(config)
@@ -206,7 +208,8 @@ def reward_stage(config, workdir: str, tok_ds, progress: bool = True,
   if align is not None:
     head = lambda t, k: predict(state.params, jnp.asarray(t, jnp.int32), jnp.asarray(k, jnp.int32))  # noqa: E731
     for split in held:
-      q = quality.reward_quality(align, tok_ds, split, s["quality_episodes"], head)
+      q = quality.reward_quality(align, tok_ds, split, s["quality_episodes"], head, imagine,
+                                 context=config.dynamics_train.eval_context)
       summary.update({f"{split}/{'quality_' if k in ('episodes', 'steps') else ''}{k}": v for k, v in q.items()})
   media.write_json(os.path.join(workdir, "tables", f"{STAGE}.json"), summary)
   return summary

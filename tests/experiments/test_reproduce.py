@@ -58,8 +58,14 @@ def test_tables_have_every_cell(reproduced):
   assert "–" not in md.split("| method |", 1)[1]
   tex = (tables / "results.tex").read_text()
   assert "roboscape\\_r & push\\_cube" in tex and "\\bottomrule" in tex
-  # Printed at the end: the table and where every file went.
+  # Which stage limits it: the world model's held-out reports, every stage of the fixture's world model in.
+  wm = (tables / "world_model.md").read_text()
+  assert wm.startswith("| world model, held out | val | ood_color |"), wm
+  for row in ("tokenizer PSNR (dB)", "open-loop gain over copy-last-frame (dB)", "done AUC"):
+    assert f"| {row} | " in wm and f"| {row} | n/a" not in wm, wm
+  # Printed at the end: the tables and where every file went.
   assert "| roboscape_r | push_cube |" in stdout and str(tables / "results.csv") in stdout
+  assert wm in stdout
   assert str(workdir / "runs") in stdout
 
 

@@ -323,3 +323,43 @@ def test_alignment_is_one_at_the_goal_and_falls_with_distance(tokenizer):
   a = quality.make_alignment(tok, params, views=2)(frames, goal)
   assert a.shape == (4,) and a[0] == 1.0
   assert 1.0 > a[1] > a[3] and 1.0 > a[2] > a[3], a
+
+
+def test_reward_quality_on_imagined_frames(tmp_path):
+  """With a perfect stand-in world model (it returns each episode's real future tokens, done certain at
+  success) the imagined report is the real one over steps C .. t*, plus the done bonus; a world model that
+  freezes the last context frame pays a constant alignment: its correlation is left out, not made up."""
+  tok_ds = _token_dataset(str(tmp_path / "tokens"))
+  align = lambda tokens, goal: TABLE[np.asarray(tokens)[:, KEY_TOKEN]]  # noqa: E731
+  context = 2
+  episodes = {tok_ds.read("val", i)["tokens"][:context].tobytes(): tok_ds.read("val", i) for i in range(8)}
+
+  def perfect(tokens, actions, task):
+    h = actions.shape[1] - context
+    toks, done = np.zeros((len(tokens), h, N_TOKENS), np.int32), np.zeros((len(tokens), h), np.float32)
+    for j, t in enumerate(tokens):
+      e = episodes[np.asarray(t).tobytes()]  # the context as stored (np.stack keeps the dtype)
+      n = min(h, len(e["tokens"]) - context)
+      toks[j, :n] = e["tokens"][context:context + n]
+      done[j, :n] = e["success"][context:context + n]
+    return toks, done
+
+  frozen = lambda tokens, actions, task: (  # noqa: E731
+      np.repeat(np.asarray(tokens)[:, -1:], actions.shape[1] - context, axis=1),
+      np.zeros((len(tokens), actions.shape[1] - context)))
+  q = quality.reward_quality(align, tok_ds, "val", 8, imagine=perfect, context=context)
+  al, rw, target, within = [], [], [], []
+  for i in range(1, 8, 2):  # the successful episodes
+    e = tok_ds.read("val", i)
+    t_star = len(e["reward"]) - 1
+    a = TABLE[e["tokens"][context:t_star + 1, KEY_TOKEN]]
+    al.append(a)
+    rw.append(a + 10.0 * (np.arange(context, t_star + 1) == t_star))
+    target.append(e["reward"][context - 1:t_star])
+    within.append(quality.spearman(rw[-1], target[-1]))
+  assert q["imagined_align_spearman"] == pytest.approx(1.0)
+  assert q["imagined_reward_spearman"] == pytest.approx(quality.spearman(np.concatenate(rw), np.concatenate(target)))
+  assert q["imagined_reward_spearman_within"] == pytest.approx(np.mean(within))
+  assert q["imagined_reward_spearman"] != q["imagined_align_spearman"]  # the done bonus is in the reward
+  q = quality.reward_quality(align, tok_ds, "val", 8, imagine=frozen, context=context)
+  assert "imagined_align_spearman_within" not in q and q["episodes"] == 4

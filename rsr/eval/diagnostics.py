@@ -1,0 +1,73 @@
+"""Which stage limits the result: the world model's own held-out reports as one table next to the results.
+
+The results table says how each method did; this one says what the world model it trained in could do, per
+held-out split (val: ID scenes, ood_*: the OOD ones), from WORLD_MODEL_DIR/tables/{tokenizer,dynamics,
+reward}.json:
+
+    tokenizer PSNR                       how well frames survive the tokens
+    open-loop gain over copy-last-frame  dynamics: imagined PSNR minus copying the last real frame (dB, with
+                                         the 95% half-width); below 0 the model is worse than standing still
+    gain over shuffled actions           dynamics: does it listen to its actions (dB)
+    done AUC                             the done head that pays the success bonus
+    reward ~ task, real / imagined       Spearman of the endogenous reward with the handcrafted reward within
+                                         episodes, on real and on imagined frames (rsr/rewards/quality.py)
+    learned head ~ task                  the same for the exogenous baseline's head (real frames)
+
+A report that a stage did not write (a world model trained without it, or before it existed) is "n/a".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+# (row label, stage table, key after "SPLIT/", format); "ci" names a half-width shown after the value.
+ROWS = (
+    ("tokenizer PSNR (dB)", "tokenizer", "psnr", "{:.2f}", None),
+    ("open-loop gain over copy-last-frame (dB)", "dynamics", "gain_over_copy", "{:+.2f}", "gain_over_copy_ci95"),
+    ("gain over shuffled actions (dB)", "dynamics", "gain_over_shuffled", "{:+.3f}", None),
+    ("done AUC", "dynamics", "done_auc", "{:.3f}", None),
+    ("endogenous alignment ~ task, real frames", "reward", "align_spearman_within", "{:+.2f}", None),
+    ("endogenous reward ~ task, imagined frames", "reward", "imagined_reward_spearman_within", "{:+.2f}", None),
+    ("learned reward head ~ task, real frames", "reward", "head_spearman_within", "{:+.2f}", None),
+)
+STAGES = ("tokenizer", "dynamics", "reward")
+
+
+def load(world_model_dir: str) -> dict[str, dict]:
+  """{stage: its tables/STAGE.json} for the stages that wrote one."""
+  out = {}
+  for stage in STAGES:
+    path = os.path.join(world_model_dir, "tables", f"{stage}.json")
+    if os.path.isfile(path):
+      with open(path) as f:
+        out[stage] = json.load(f)
+  return out
+
+
+def splits(reports: dict[str, dict]) -> list[str]:
+  """The held-out splits any report covers: val first, then the OOD ones in name order."""
+  found = {k.split("/", 1)[0] for r in reports.values() for k in r if "/" in k}
+  return sorted(found, key=lambda s: (s != "val", s))
+
+
+def markdown(reports: dict[str, dict]) -> str | None:
+  """The table as markdown (None when there is no report at all)."""
+  cols = splits(reports)
+  if not cols:
+    return None
+  lines = ["| world model, held out | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+  for label, stage, key, fmt, ci in ROWS:
+    cells = []
+    for split in cols:
+      r = reports.get(stage, {})
+      v = r.get(f"{split}/{key}")
+      if v is None:
+        cells.append("n/a")
+        continue
+      cell = fmt.format(v)
+      if ci and r.get(f"{split}/{ci}") is not None:
+        cell += f" ± {r[f'{split}/{ci}']:.2f}"
+      cells.append(cell)
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
