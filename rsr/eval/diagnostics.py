@@ -58,9 +58,8 @@ def markdown(reports: dict[str, dict]) -> str | None:
     return None
   lines = ["| world model, held out | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
   for label, stage, key, fmt, ci in ROWS:
-    cells = []
+    cells, r = [], reports.get(stage, {})
     for split in cols:
-      r = reports.get(stage, {})
       v = r.get(f"{split}/{key}")
       if v is None:
         cells.append("n/a")

@@ -13,8 +13,8 @@ numbers per token flattened (where it is), into a one-hidden-layer MLP.
 Stage "reward" (resumable, like the world model's stages): trains on the tokenized dataset's `train`
 split, reports MSE and R^2 (explained variance) on `val` and every `ood*` split, checkpoints to
 WORKDIR/checkpoints/reward and writes WORKDIR/tables/reward.json; given the tokenizer's alignment term, the
-table also holds how both rewards follow the handcrafted one on held-out episodes (`quality.py`). Settings come from the world-model
-config's `reward_head` group; a missing field takes `TRAIN_DEFAULTS`.
+table also holds how both rewards follow the handcrafted one on held-out episodes (`quality.py`). Settings
+come from the world-model config's `reward_head` group; a missing field takes `TRAIN_DEFAULTS`.
 """
 
 from __future__ import annotations

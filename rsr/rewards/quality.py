@@ -81,7 +81,7 @@ def reward_quality(align: Callable, tok_ds, split: str, episodes: int,
       break
     e = tok_ds.read(split, i)
     t_star = int(np.argmax(e["success"])) if np.any(e["success"]) else 0
-    if t_star >= max(1, context if imagine is not None else 1):
+    if t_star >= (max(context, 1) if imagine is not None else 1):  # imagined frames follow C real ones
       chosen.append((e, t_star))
   found = {"align": [], "head": [], "reward": []}
   for e, t_star in chosen:
