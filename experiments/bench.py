@@ -115,6 +115,11 @@ def bench_sim(task: str, batch: int, size: int, steps: int, ref_steps: int) -> d
   jax_time = _timed(jax.jit(run), state, actions)
   render_only = jax.jit(jax.vmap(lambda inner: env.render(inner)[0]))
   render_time = _timed(render_only, state.inner)
+  # Physics alone: the same steps in a state-only env (no camera).
+  blind = envs.make(task, cameras=())
+  blind_state = jax.jit(jax.vmap(blind.reset))(jax.random.split(key, batch), scene)
+  physics = jax.jit(lambda s, a: jax.lax.scan(lambda s, a: (jax.vmap(blind.step)(s, a), None), s, a)[0])
+  physics_time = _timed(physics, blind_state, actions)
 
   # Reference: one C MuJoCo model, one MjData per env, one OpenGL renderer, a Python loop.
   first = jax.tree_util.tree_map(lambda x: x[0], state.inner)
@@ -143,6 +148,8 @@ def bench_sim(task: str, batch: int, size: int, steps: int, ref_steps: int) -> d
       "task": task, "batch": batch, "image_size": size, "shadows": env.config.shadows,
       "jax_frames_per_s": jax_fps,
       "jax_render_only_frames_per_s": batch / render_time,
+      "jax_physics_only_steps_per_s": batch * steps / physics_time,
+      "physics_substeps": mjcf.N_SUBSTEPS,
       "reference_frames_per_s": ref_fps,
       "ratio": jax_fps / ref_fps,
       "jax_device": str(jax.devices()[0]),
@@ -550,7 +557,8 @@ def main(argv):
     results["sim"] = bench_sim(_TASK.value, _BATCH.value, _SIZE.value, _STEPS.value, _REF_STEPS.value)
     s = results["sim"]
     print(f"sim: jax {s['jax_frames_per_s']:.0f} frames/s, reference {s['reference_frames_per_s']:.1f} "
-          f"frames/s, ratio {s['ratio']:.1f}x (render only: {s['jax_render_only_frames_per_s']:.0f} frames/s)")
+          f"frames/s, ratio {s['ratio']:.1f}x (render only: {s['jax_render_only_frames_per_s']:.0f} frames/s, "
+          f"physics only: {s['jax_physics_only_steps_per_s']:.0f} steps/s of {s['physics_substeps']} substeps)")
   if "data" in only:
     print(f"data: batch {_DATA_BATCH.value} x window {_WINDOW.value} from "
           f"{_DATA_DIR.value or f'a synthetic dataset ({_DATA_EPISODES.value} episodes, {_SIZE.value}x{_SIZE.value})'}",

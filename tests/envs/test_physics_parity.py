@@ -1,55 +1,52 @@
-"""MJX physics against C MuJoCo (the oracle): the cubes follow the same trajectories under the expert.
+"""MJX physics against C MuJoCo (the oracle): the cubes follow the same trajectories under the expert,
+clean and with the action noise data collection uses.
 
-Each task is reset in one scene of every split (distractors included) and a C twin of every environment
-is built right after the reset (`oracle.to_mujoco`). Then, for N_STEPS control steps, the scripted expert
-(no noise) picks actions from the MJX states; MJX steps with them (`env.step`, vmapped), and each C twin
-steps with the same action, mapped to servo targets by `action_to_ctrl` from the twin's own joint
-positions (`oracle.step`). Every cube's position must agree within TOL at every step.
+Each task is reset in a batch of scenes (splits cycled): EPISODES_PER_LEVEL of the clean expert and as
+many for each noise level in NOISE_LEVELS, whose Gaussian noise is added to every expert action as
+`data_pipelines/behaviour.py` does. A C twin of every environment is built right after the reset
+(`oracle.to_mujoco`). Then, for N_STEPS control steps, the expert picks actions from the MJX states; MJX
+steps with them (`env.step`, vmapped), and each C twin steps with the same action, mapped to servo
+targets by `action_to_ctrl` from the twin's own joint positions (`rsr/envs/tabletop/parity.py`).
+
+At least MIN_SHARE of a task's episodes must keep every cube within TOL of its twin over all N_STEPS.
+Not all: a cube dropped on an edge goes one way or the other on a hair (C MuJoCo started 0.1 mm apart
+from itself splits so in a few noisy episodes of a hundred), and a paddle that meets a cube's vertical
+edge head-on pushes it through a box-box contact that MJX resolves with its lower point counted three
+times (docs/decisions.md), which turns the cube the other way in about 1 clean push of 30.
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rsr.envs import TASK_NAMES
-from rsr.envs.tabletop import mjcf, oracle
-from rsr.envs.tabletop.env import action_to_ctrl
-from tests.conftest import BATCH_SPLITS, take
+from rsr.envs.tabletop import parity
+from tests.conftest import BATCH_SPLITS
 
 N_STEPS = 50
 TOL = 0.01  # m
-MIN_TRAVEL = 0.03  # m: the expert must move a cube this far, or the comparison says little
+MIN_TRAVEL = 0.03  # m: the clean expert must move a cube this far, or the comparison says little
+NOISE_LEVELS = (0.0, 0.1, 0.3)  # the clean expert and the collection presets' noisy levels
+EPISODES_PER_LEVEL = 2 * len(BATCH_SPLITS)
+MIN_SHARE = 0.95
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
 def test_cube_trajectories_match_c_mujoco(task, batched_env):
   be = batched_env(task)
-  env = be.env
-  state, carry = be.start(jax.random.PRNGKey(1))
-  twins = [oracle.to_mujoco(env, take(state.inner, i)) for i in range(len(BATCH_SPLITS))]
-  adr = env._cube_qadr  # qpos addresses of the cubes' free joints
-
-  def cubes(qpos):
-    return np.stack([np.asarray(qpos[a:a + 3], np.float64) for a in adr])
-
-  start = np.stack([cubes(d.qpos) for _, d in twins])
-  deviation = np.zeros((N_STEPS, len(twins)))
-  travel = np.zeros(len(twins))
-  for t in range(N_STEPS):
-    state, carry, action = be.expert_step(state, carry)
-    qpos = np.asarray(state.inner.data.qpos)
-    for i, (m, d) in enumerate(twins):
-      ctrl = np.asarray(action_to_ctrl(jnp.asarray(d.qpos), action[i]), np.float64)
-      oracle.step(m, d, ctrl, mjcf.N_SUBSTEPS)
-      deviation[t, i] = np.linalg.norm(cubes(qpos[i]) - cubes(d.qpos), axis=-1).max()
-      travel[i] = max(travel[i], np.linalg.norm(cubes(qpos[i]) - start[i], axis=-1).max())
-
-  per_split = {s: f"{deviation[:, i].max() * 1e3:.2f}" for i, s in enumerate(BATCH_SPLITS)}
-  print(f"{task}: max cube position deviation (mm) per split {per_split}")
-  assert np.all(travel > MIN_TRAVEL), f"{task}: the expert moved no cube far enough: {travel * 1e3} mm"
-  bad = {s: per_split[s] for i, s in enumerate(BATCH_SPLITS) if deviation[:, i].max() > TOL}
-  assert not bad, (f"{task}: MJX and C MuJoCo cube positions differ by more than {TOL * 1e3:.0f} mm "
-                   f"within {N_STEPS} steps in splits {bad} (mm)")
+  noise = np.repeat(np.asarray(NOISE_LEVELS), EPISODES_PER_LEVEL)
+  drift = parity.compare(be.env, be.reset, be.step, be.expert, noise, BATCH_SPLITS, jax.random.PRNGKey(1),
+                         steps=N_STEPS)
+  worst = drift.mjx_vs_c.max(axis=0)
+  per_level = {s: f"{np.sum(worst[noise == s] <= TOL)}/{np.sum(noise == s)}" for s in NOISE_LEVELS}
+  apart = {f"{drift.split[i]}, noise {noise[i]}": f"{worst[i] * 1e3:.1f}" for i in np.flatnonzero(worst > TOL)}
+  print(f"{task}: episodes within {TOL * 1e3:.0f} mm per noise level {per_level}; apart (max mm) {apart}")
+  clean = noise == 0
+  assert np.all(drift.travel[clean] > MIN_TRAVEL), (
+      f"{task}: the expert moved no cube far enough: {drift.travel[clean] * 1e3} mm")
+  share = np.mean(worst <= TOL)
+  assert share >= MIN_SHARE, (
+      f"{task}: only {share:.0%} of the expert's episodes keep MJX and C MuJoCo within {TOL * 1e3:.0f} mm "
+      f"over {N_STEPS} steps (need {MIN_SHARE:.0%}; per noise level {per_level}; apart (max mm) {apart})")

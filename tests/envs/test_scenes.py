@@ -102,3 +102,25 @@ def test_sampling_is_deterministic():
   b = S.sample_batch(jax.random.PRNGKey(3), "ood_all", 8)
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)
+
+
+def test_camera_roll_turns_the_image_about_the_viewing_axis():
+  """cam_rot_offset = (yaw, pitch, roll): roll keeps the viewing direction and turns the image's up vector
+  by the roll angle about it; yaw and pitch move the viewing direction."""
+  import jax.numpy as jnp
+
+  from rsr.envs.tabletop import render
+
+  base = mjcf.look_at(mjcf.FRONT_CAM_POS, mjcf.FRONT_CAM_TARGET)
+  sc = jax.device_get(S.sample(jax.random.PRNGKey(0), "id"))
+
+  def cam(yaw, pitch, roll):
+    scene = sc.replace(cam_rot_offset=jnp.array([yaw, pitch, roll]), cam_pos_offset=jnp.zeros(3))
+    return np.asarray(render.front_camera(scene, mjcf.FRONT_CAM_POS, base, mjcf.FRONT_CAM_FOVY).mat)
+
+  rolled = cam(0.0, 0.0, 0.1)
+  np.testing.assert_allclose(rolled[:, 2], base[:, 2], atol=1e-6)  # same viewing axis
+  angle = np.arctan2(np.dot(np.cross(base[:, 1], rolled[:, 1]), base[:, 2]), np.dot(base[:, 1], rolled[:, 1]))
+  np.testing.assert_allclose(angle, 0.1, atol=1e-5)  # the image turned by the roll angle
+  for moved in (cam(0.1, 0.0, 0.0), cam(0.0, 0.1, 0.0)):
+    assert np.degrees(np.arccos(np.clip(moved[:, 2] @ base[:, 2], -1, 1))) > 5.0

@@ -29,6 +29,8 @@ WORKSPACE_LO = np.array([-0.25, -0.25, 0.016])
 WORKSPACE_HI = np.array([0.25, 0.25, 0.35])
 CAMERAS = ("front", "wrist")
 _PARKED = 5.0  # absent distractors sit this far away, outside every camera's view
+_CANDIDATES = 32  # spots drawn per distractor; the first one clear of the task's objects is taken
+_CLEARANCE = 0.01  # m between a distractor's footprint and a keep-out circle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,7 @@ class TabletopEnv(core.Env):
     self._template = mjx.make_data(self.mx, impl="jax")
     self._qpos0 = np.array(m.key_qpos[0], np.float32)
     self._front_mat = mjcf.look_at(mjcf.FRONT_CAM_POS, mjcf.FRONT_CAM_TARGET)
+    self._wrist_mat = mjcf.wrist_camera_mat().astype(np.float32)
 
   # ---- specs -----------------------------------------------------------------------------------
   def observation_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
@@ -162,7 +165,7 @@ class TabletopEnv(core.Env):
       mocap_pos = mocap_pos.at[self._mocap["marker"]].set(init.goal)
     if "container" in self._mocap:
       mocap_pos = mocap_pos.at[self._mocap["container"]].set(init.goal.at[2].set(0.0))
-    d_pos, d_yaw = _distractor_layout(k_dist, scene)
+    d_pos, d_yaw = _distractor_layout(k_dist, scene, self.task.keep_out(init, scene.cube_half))
     for i in range(mjcf.N_DISTRACTORS):
       j = self._mocap[f"distractor_{i}"]
       mocap_pos = mocap_pos.at[j].set(d_pos[i])
@@ -228,7 +231,7 @@ class TabletopEnv(core.Env):
       d = inner.data
       rot = d.xmat[self.gripper_body]
       cams["wrist"] = render.Camera(pos=d.xpos[self.gripper_body] + rot @ jnp.asarray(mjcf.WRIST_CAM_POS),
-                                    mat=rot, fovy=mjcf.WRIST_CAM_FOVY)
+                                    mat=rot @ jnp.asarray(self._wrist_mat), fovy=mjcf.WRIST_CAM_FOVY)
     return cams
 
   def render(self, inner: Inner, cameras: tuple[str, ...] = ("front",)) -> tuple[jax.Array, jax.Array]:
@@ -256,12 +259,14 @@ def action_to_ctrl(qpos: jax.Array, action: jax.Array) -> jax.Array:
   """Servo targets f32[6] for a normalized action f32[5] (clipped to [-1, 1]) from joint positions.
 
   End-effector deltas are relative to the current TCP pose (as ManiSkill's pd_ee_delta_pose) and clipped
-  to the workspace; the gripper command maps -1 -> fully open, +1 -> closed.
+  to the workspace. The gripper command is a switch, as on most real grippers: > 0 closes the fingers,
+  <= 0 opens them fully (a proportional command let action noise ease a grasp open in mid-air, and a cube
+  dropped from there tumbles chaotically).
   """
   a = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
   xyz = jnp.clip(qpos[0:3] + a[0:3] * base.MAX_DELTA_POS, WORKSPACE_LO, WORKSPACE_HI)
   yaw = jnp.clip(qpos[3] + a[3] * base.MAX_DELTA_YAW, -3.1, 3.1)
-  finger = (1.0 - a[4]) / 2.0 * mjcf.FINGER_OPEN
+  finger = jnp.where(a[4] > 0.0, 0.0, mjcf.FINGER_OPEN)
   return jnp.concatenate([xyz, yaw[None], jnp.stack([finger, finger])])
 
 
@@ -271,22 +276,44 @@ def privileged_state(view: base.SimView) -> jax.Array:
                           view.cube_quat.reshape(-1), view.goal]).astype(jnp.float32)
 
 
-def _distractor_layout(key: jax.Array, scene: scenes_lib.SceneParams) -> tuple[jax.Array, jax.Array]:
+def distractor_footprint(size: jax.Array) -> jax.Array:
+  """Radius f32[3] of each distractor slot's footprint on the table (box: its half diagonal)."""
+  return jnp.stack([jnp.hypot(size[0, 0], size[0, 1]), size[1, 0], size[2, 0]])
+
+
+def _distractor_layout(key: jax.Array, scene: scenes_lib.SceneParams, keep_out: tuple[jax.Array, jax.Array]
+                       ) -> tuple[jax.Array, jax.Array]:
   """Positions f32[3, 3] and yaws f32[3] of the distractors.
 
   Present ones stand in a ring around the task area, each in its own sector behind or beside the
-  objects (never between them and the front camera); absent ones are parked far away.
+  objects (never between them and the front camera), at a spot clear of the task's keep-out circles
+  (`Task.keep_out`) and of the distractors placed before it; absent ones are parked far away.
   """
-  k_r, k_a, k_perm, k_yaw = jax.random.split(key, 4)
+  k_place, k_perm, k_yaw = jax.random.split(key, 3)
   n = mjcf.N_DISTRACTORS
   sector = jax.random.permutation(k_perm, n)
-  lo = jnp.pi / 3 + sector * (4 * jnp.pi / 3) / n
-  angle = lo + jax.random.uniform(k_a, (n,)) * (4 * jnp.pi / 3) / n * 0.8
-  radius = jax.random.uniform(k_r, (n,), minval=0.22, maxval=0.3)
   s = scene.distractor_size
+  radius = distractor_footprint(s)
   # Resting heights: box half z, sphere radius, upright capsule radius + half length.
   z = jnp.stack([s[0, 2], s[1, 0], s[2, 0] + s[2, 1]])
-  on_table = jnp.stack([radius * jnp.cos(angle), radius * jnp.sin(angle), z], axis=-1)
+  centres, radii = keep_out
+  pos = []
+  for i in range(n):
+    k_a, k_r = jax.random.split(jax.random.fold_in(k_place, i))
+    lo = jnp.pi / 3 + sector[i] * (4 * jnp.pi / 3) / n
+    angle = lo + jax.random.uniform(k_a, (_CANDIDATES,)) * (4 * jnp.pi / 3) / n
+    ring = jax.random.uniform(k_r, (_CANDIDATES,), minval=0.2, maxval=0.32)
+    cand = jnp.stack([ring * jnp.cos(angle), ring * jnp.sin(angle)], axis=-1)  # [C, 2]
+    gap = jnp.linalg.norm(cand[:, None] - centres[None], axis=-1) - radii[None] - radius[i]
+    clear = jnp.min(gap, axis=1)  # [C] clearance to the nearest keep-out circle
+    best = jnp.where(jnp.any(clear >= _CLEARANCE), jnp.argmax(clear >= _CLEARANCE), jnp.argmax(clear))
+    xy = cand[best]
+    pos.append(jnp.concatenate([xy, z[i:i + 1]]))
+    # Later distractors keep clear of this one (an absent one is parked and blocks nothing).
+    present = scene.distractor_present[i]
+    centres = jnp.concatenate([centres, jnp.where(present, xy, _PARKED)[None]])
+    radii = jnp.concatenate([radii, radius[i:i + 1]])
+  on_table = jnp.stack(pos)
   parked = jnp.stack([jnp.full((n,), _PARKED) + jnp.arange(n), jnp.full((n,), _PARKED), z], axis=-1)
   pos = jnp.where(scene.distractor_present[:, None], on_table, parked)
   return pos, jax.random.uniform(k_yaw, (n,), maxval=jnp.pi)

@@ -25,7 +25,11 @@ import numpy as np
 
 TABLE_HALF = 0.45  # m, half extent of the rendered table top.
 CONTROL_DT = 0.1  # s: 10 Hz control, as the issue asks.
-SIM_DT = 0.01  # s: physics step; CONTROL_DT / SIM_DT substeps per action.
+# s: physics step; CONTROL_DT / SIM_DT substeps per action. At 10 ms the default contact time constant
+# (solref 0.02) is only two steps: grasps and pushes under noisy actions then drifted apart in MJX and C
+# MuJoCo (a model difference, beyond what a 0.1 mm nudge does to C MuJoCo alone); at 5 ms they agree as
+# closely as C MuJoCo agrees with itself (docs/decisions.md).
+SIM_DT = 0.005
 N_SUBSTEPS = int(round(CONTROL_DT / SIM_DT))
 
 # Gripper geometry (metres). TCP = gripper body origin, at the height of the finger pads' centre.
@@ -54,7 +58,11 @@ DISTRACTOR_MAX_SIZE = ((0.025, 0.035, 0.035), (0.03, 0.0, 0.0), (0.018, 0.035, 0
 FRONT_CAM_POS = np.array([0.45, 0.0, 0.38])
 FRONT_CAM_TARGET = np.array([-0.02, 0.0, 0.02])
 FRONT_CAM_FOVY = 45.0
-WRIST_CAM_POS = np.array([0.0, 0.0, PALM_CENTER_Z - PALM_HALF[2] - 0.004])
+# Wrist camera, in the gripper's frame: beside the finger paddles (outside their x extent, so closed
+# fingers never cover the lens), above the tallest container rim when the TCP is at its lowest, below the
+# palm (which stays out of view), looking down past the fingertips with the fingers at the image's bottom.
+WRIST_CAM_POS = np.array([0.07, 0.0, 0.035])
+WRIST_CAM_TARGET = np.array([0.0, 0.0, -0.09])
 WRIST_CAM_FOVY = 75.0
 
 # Collision bits.
@@ -89,6 +97,12 @@ def look_at(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
   return np.stack([x, y, z], axis=1)
 
 
+def wrist_camera_mat() -> np.ndarray:
+  """The wrist camera's rotation in the gripper frame (columns: camera x, y, z), fingers at the bottom."""
+  mat = look_at(WRIST_CAM_POS, WRIST_CAM_TARGET)
+  return mat * np.array([-1.0, -1.0, 1.0])  # a half turn about the viewing axis
+
+
 def _fmt(v) -> str:
   return " ".join(f"{float(x):.6g}" for x in np.atleast_1d(v))
 
@@ -103,6 +117,7 @@ def _geom(name, gtype, size, pos=(0, 0, 0), col=_VISUAL, rgba=(0.5, 0.5, 0.5, 1)
 def build_mjcf(layout: SceneLayout) -> str:
   """Returns the MJCF XML of a tabletop scene with the given optional objects."""
   cam_rot = look_at(FRONT_CAM_POS, FRONT_CAM_TARGET)
+  wrist_mat = wrist_camera_mat()
   fh, fz = FINGER_HALF, FINGER_CENTER_Z
   # MuJoCo takes the larger friction of a contact's two geoms: fingers grip at 1.5, while cubes slide on
   # the table, the container and each other at 0.5. (At 1.0 a cube pushed over its whole face is right at
@@ -120,7 +135,7 @@ def build_mjcf(layout: SceneLayout) -> str:
       {_geom("palm", "box", PALM_HALF, (0, 0, PALM_CENTER_Z), _GRIPPER, (0.25, 0.25, 0.28, 1))}
       {_geom("arm", "capsule", (ARM_RADIUS, 0.17),
              (0, 0, PALM_CENTER_Z + PALM_HALF[2] + ARM_RADIUS + 0.17), _VISUAL, (0.8, 0.8, 0.82, 1))}
-      <camera name="wrist" pos="{_fmt(WRIST_CAM_POS)}" xyaxes="1 0 0 0 1 0" fovy="{WRIST_CAM_FOVY}"/>
+      <camera name="wrist" pos="{_fmt(WRIST_CAM_POS)}" xyaxes="{_fmt(wrist_mat[:, 0])} {_fmt(wrist_mat[:, 1])}" fovy="{WRIST_CAM_FOVY}"/>
       <body name="finger_l" gravcomp="1">
         <joint name="finger_l" type="slide" axis="0 1 0" range="0 {FINGER_OPEN}" armature="0.01" damping="0.5"/>
         <inertial pos="0 {fh[1]} {fz}" mass="0.03" diaginertia="1e-5 1e-5 1e-5"/>
@@ -182,13 +197,18 @@ def build_mjcf(layout: SceneLayout) -> str:
       {_geom(f"distractor_{i}", gtype, size, (0, 0, 0), _STATIC, (0.5, 0.5, 0.5, 1), slide_fric)}
     </body>""")
 
+  # No actuator has a force limit: with implicitfast, MJX integrates a saturated position servo as if
+  # its damping still acted while C MuJoCo does not, so a clamped finger closed twice as fast in one as in
+  # the other. Forces stay bounded by the gains instead (fingers: kp * FINGER_OPEN = 5 N; a held cube is
+  # squeezed with ~2 N, ten times what friction needs to carry it). The fingers are overdamped (time
+  # constant kv / kp = 0.2 s) so they close at <= 0.25 m/s and cannot tunnel into a cube in one physics step.
   actuators = f"""
-    <position name="x" joint="slide_x" kp="800" kv="80" ctrlrange="-0.3 0.3" forcerange="-60 60"/>
-    <position name="y" joint="slide_y" kp="800" kv="80" ctrlrange="-0.3 0.3" forcerange="-60 60"/>
-    <position name="z" joint="slide_z" kp="800" kv="80" ctrlrange="0 0.45" forcerange="-60 60"/>
-    <position name="yaw" joint="yaw" kp="3" kv="0.3" ctrlrange="-3.2 3.2" forcerange="-5 5"/>
-    <position name="finger_l" joint="finger_l" kp="300" kv="6" ctrlrange="0 {FINGER_OPEN}" forcerange="-12 12"/>
-    <position name="finger_r" joint="finger_r" kp="300" kv="6" ctrlrange="0 {FINGER_OPEN}" forcerange="-12 12"/>"""
+    <position name="x" joint="slide_x" kp="800" kv="80" ctrlrange="-0.3 0.3"/>
+    <position name="y" joint="slide_y" kp="800" kv="80" ctrlrange="-0.3 0.3"/>
+    <position name="z" joint="slide_z" kp="800" kv="80" ctrlrange="0 0.45"/>
+    <position name="yaw" joint="yaw" kp="3" kv="0.3" ctrlrange="-3.2 3.2"/>
+    <position name="finger_l" joint="finger_l" kp="100" kv="20" ctrlrange="0 {FINGER_OPEN}"/>
+    <position name="finger_r" joint="finger_r" kp="100" kv="20" ctrlrange="0 {FINGER_OPEN}"/>"""
 
   home_qpos = [0.0, 0.0, 0.2, 0.0, FINGER_OPEN, FINGER_OPEN]
   home_qpos += [0.0, 0.0, CUBE_HALF, 1, 0, 0, 0]
@@ -201,7 +221,7 @@ def build_mjcf(layout: SceneLayout) -> str:
   <option timestep="{SIM_DT}" integrator="implicitfast" iterations="8" ls_iterations="8" cone="pyramidal"/>
   <visual>
     <global offwidth="512" offheight="512"/>
-    <map znear="0.01" zfar="20"/>
+    <map znear="0.001" zfar="2"/>  <!-- in units of the model extent (~7.5 m): the wrist camera sees its fingers 4 cm away -->
   </visual>
   <asset>
     <material name="matte" rgba="1 1 1 1" specular="0" shininess="0"/>

@@ -45,25 +45,23 @@ def pixel_directions(height: int, width: int, fovy: float) -> np.ndarray:
   return (d / np.linalg.norm(d, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def rotation_xyz(angles: jax.Array) -> jax.Array:
-  """Rotation matrix for small yaw (about z), pitch (about x), roll (about y) offsets, f32[3, 3]."""
-  yaw, pitch, roll = angles[0], angles[1], angles[2]
-  cz, sz = jnp.cos(yaw), jnp.sin(yaw)
-  cx, sx = jnp.cos(pitch), jnp.sin(pitch)
-  cy, sy = jnp.cos(roll), jnp.sin(roll)
-  rz = jnp.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
-  rx = jnp.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
-  ry = jnp.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-  return rz @ rx @ ry
+def axis_rotation(axis: int, angle: jax.Array) -> jax.Array:
+  """Rotation matrix f32[3, 3] by `angle` (rad) about coordinate axis `axis` (0 = x, 1 = y, 2 = z)."""
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  i, j = [(1, 2), (2, 0), (0, 1)][axis]
+  r = jnp.eye(3).at[i, i].set(c).at[j, j].set(c)
+  return r.at[i, j].set(-s).at[j, i].set(s)
 
 
 def front_camera(scene: scenes_lib.SceneParams, base_pos: np.ndarray, base_mat: np.ndarray,
                  fovy: float) -> Camera:
-  """The front camera of a scene: the MJCF pose jittered by the scene's offsets."""
-  # Yaw turns the camera about the world z axis; pitch and roll act in the camera's own frame.
-  yaw_only = rotation_xyz(jnp.array([scene.cam_rot_offset[0], 0.0, 0.0]))
-  local = rotation_xyz(jnp.array([0.0, scene.cam_rot_offset[1], scene.cam_rot_offset[2]]))
-  mat = yaw_only @ jnp.asarray(base_mat) @ local
+  """The front camera of a scene: the MJCF pose jittered by the scene's offsets.
+
+  `cam_rot_offset` = (yaw, pitch, roll): yaw turns the camera about the world's vertical, pitch tilts it
+  about its own horizontal (x) axis and roll turns the image about the viewing axis (the camera's z).
+  """
+  yaw, pitch, roll = scene.cam_rot_offset[0], scene.cam_rot_offset[1], scene.cam_rot_offset[2]
+  mat = axis_rotation(2, yaw) @ jnp.asarray(base_mat) @ axis_rotation(0, pitch) @ axis_rotation(2, roll)
   return Camera(pos=jnp.asarray(base_pos) + scene.cam_pos_offset, mat=mat, fovy=fovy)
 
 

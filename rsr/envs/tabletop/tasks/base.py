@@ -19,10 +19,11 @@ from rsr.envs.tabletop import mjcf
 # Action scaling: one action unit moves the TCP target this far per control step.
 MAX_DELTA_POS = 0.04  # m
 MAX_DELTA_YAW = 0.3  # rad
-ACTION_DIM = 5  # dx, dy, dz, dyaw, gripper (-1 open, +1 closed)
+ACTION_DIM = 5  # dx, dy, dz, dyaw, gripper (> 0 closed, <= 0 open)
 
 HOVER = 0.07  # m above an object before descending onto it
 CARRY_Z = 0.13  # m: carrying height, above every distractor
+GOAL_CLEARANCE = 0.03  # m: radius around a goal point that distractors keep clear
 
 
 @struct.dataclass
@@ -66,18 +67,30 @@ def wrap_angle(a: jax.Array, period: float = 2 * jnp.pi) -> jax.Array:
   return jnp.mod(a + period / 2, period) - period / 2
 
 
-def sample_separated(key: jax.Array, n: int, half: jax.Array, min_dist: float, tries: int = 32) -> jax.Array:
+def sample_separated(key: jax.Array, n: int, half: jax.Array, min_dist: float, tries: int = 32,
+                     metric: str = "euclidean") -> jax.Array:
   """n points uniform in the square |x|, |y| <= half, pairwise >= min_dist apart when possible: f32[n, 2].
 
-  Draws `tries` candidate sets and keeps the first valid one (the last one if none is), so it stays a
-  fixed-shape, jittable computation.
+  `metric` "euclidean" keeps round footprints apart; "chebyshev" (the larger of |dx| and |dy|) keeps an
+  axis-aligned square footprint clear of another object's. Draws `tries` candidate sets and keeps the
+  first valid one (the last one if none is), so it stays a fixed-shape, jittable computation.
   """
   pts = jax.random.uniform(key, (tries, n, 2), minval=-1.0, maxval=1.0) * half
   diff = pts[:, :, None, :] - pts[:, None, :, :]
-  dist = jnp.linalg.norm(diff, axis=-1) + jnp.eye(n) * 1e3
-  ok = jnp.all(dist >= min_dist, axis=(1, 2))
+  if metric == "euclidean":
+    dist = jnp.linalg.norm(diff, axis=-1)
+  elif metric == "chebyshev":
+    dist = jnp.max(jnp.abs(diff), axis=-1)
+  else:
+    raise ValueError(f"metric must be 'euclidean' or 'chebyshev', got {metric!r}")
+  ok = jnp.all(dist + jnp.eye(n) * 1e3 >= min_dist, axis=(1, 2))
   idx = jnp.where(jnp.any(ok), jnp.argmax(ok), tries - 1)
   return pts[idx]
+
+
+def footprint_radius(cube_half: jax.Array) -> jax.Array:
+  """Radius of the circle that holds a cube's footprint on the table whatever its yaw."""
+  return cube_half * jnp.sqrt(2.0)
 
 
 def is_grasped(view: SimView, i: int = 0) -> jax.Array:
@@ -127,6 +140,16 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def sample_init(self, key: jax.Array, layout_half: jax.Array) -> Init:
     """Initial object layout inside the square |x|, |y| <= layout_half."""
+
+  def keep_out(self, init: Init, cube_half: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Circles on the table that distractors must stay off: centres f32[K, 2] and radii f32[K].
+
+    By default the cubes' footprints and the goal point; tasks add what else they need clear (a path, a
+    container).
+    """
+    centres = jnp.concatenate([init.cube_xy, init.goal[None, :2]])
+    radii = jnp.concatenate([footprint_radius(cube_half), jnp.array([GOAL_CLEARANCE])])
+    return centres, radii
 
   @abc.abstractmethod
   def success(self, view: SimView) -> jax.Array:

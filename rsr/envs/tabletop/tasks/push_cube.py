@@ -34,6 +34,13 @@ class PushCube(base.Task):
     return base.Init(cube_xy=jnp.stack([cube, cube]), cube_yaw=base.random_yaws(k_yaw),
                      goal=jnp.concatenate([goal, jnp.array([0.001])]), tcp=base.start_tcp(k_tcp))
 
+  def keep_out(self, init, cube_half):
+    # The cube's path to the target must stay clear too: footprints at quarter points along it.
+    centres, radii = super().keep_out(init, cube_half)
+    path = init.cube_xy[0] + jnp.array([0.25, 0.5, 0.75])[:, None] * (init.goal[:2] - init.cube_xy[0])
+    return (jnp.concatenate([centres, path]),
+            jnp.concatenate([radii, jnp.full((3,), base.footprint_radius(cube_half[0]))]))
+
   def success(self, view):
     return jnp.linalg.norm(view.cube_pos[0, :2] - view.goal[:2]) < GOAL_THRESHOLD
 
