@@ -3,7 +3,7 @@
 World-model training reads windows of tokens thousands of times; encoding each frame once (a derived
 dataset) removes the encoder from every training step. One file, `tokens.npz`, written by atomic rename,
 holds per split the tokens i16/i32[S, N] of all S steps (N = views x h x w), the actions, rewards, success
-signals and task ids, and the episode lengths. `fingerprint` names what it was derived from (the source
+signals, privileged simulator states (for state probes) and task ids, and the episode lengths. `fingerprint` names what it was derived from (the source
 dataset's manifest hash and the tokenizer's identity); opening it with another fingerprint is an error
 naming the file, so a retrained tokenizer never meets stale tokens.
 
@@ -59,23 +59,30 @@ class TokenDataset:
     o = self._offsets[split]
     s = slice(o[i], o[i + 1])
     n = o[i + 1] - o[i]
-    return {"tokens": self._a[f"{split}/tokens"][s].astype(np.int32), "action": self._a[f"{split}/action"][s],
-            "reward": self._a[f"{split}/reward"][s], "success": self._a[f"{split}/success"][s],
-            "task": np.full(n, self._a[f"{split}/task_ids"][i], np.int32)}
+    out = {"tokens": self._a[f"{split}/tokens"][s].astype(np.int32), "action": self._a[f"{split}/action"][s],
+           "reward": self._a[f"{split}/reward"][s], "success": self._a[f"{split}/success"][s],
+           "task": np.full(n, self._a[f"{split}/task_ids"][i], np.int32)}
+    if f"{split}/state" in self._a:  # token datasets made before states were kept have none
+      out["state"] = self._a[f"{split}/state"][s]
+    return out
 
 
 def tokenize(ds: Dataset, encode: Callable[[np.ndarray], np.ndarray], out_dir: str, fingerprint: str,
-             batch_frames: int = 256, progress: bool = True) -> str:
+             batch_frames: int = 256, progress: bool = True,
+             per_episode: Callable[[np.ndarray], np.ndarray] | None = None) -> str:
   """Encodes every frame of every split of `ds` and publishes OUT_DIR/tokens.npz atomically.
 
-  encode: uint8[n, H, W, 3] -> token ids [n, h, w]; views of a multi-camera step are concatenated.
+  encode: uint8[n, H, W, 3] -> token ids [n, h, w], or with `per_episode`, per-frame latents [n, ...] that
+  per_episode turns into one view's token ids [L, h, w] an episode at a time (quantization that depends
+  on the previous frame); views of a multi-camera step are concatenated.
   """
   arrays: dict[str, np.ndarray] = {}
   total = sum(ds.num_episodes(s) for s in ds.splits)
   n_tokens = None
   with tqdm(total=total, desc="tokenize", unit="ep", disable=not progress, dynamic_ncols=True) as bar:
     for split in ds.splits:
-      parts: dict[str, list] = {k: [] for k in ("tokens", "action", "reward", "success")}
+      keys = ("action", "reward", "success", "state")
+      parts: dict[str, list] = {k: [] for k in ("tokens",) + keys}
       lengths, task_ids = [], []
       pending, pending_eps = [], []
       for i in range(ds.num_episodes(split)):
@@ -83,21 +90,20 @@ def tokenize(ds: Dataset, encode: Callable[[np.ndarray], np.ndarray], out_dir: s
         n = len(e["action"])
         pending.append(np.concatenate([e[k] for k in ds.frame_keys]))
         pending_eps.append(n)
-        parts["action"].append(e["action"])
-        parts["reward"].append(e["reward"])
-        parts["success"].append(e["success"])
+        for k in keys:
+          parts[k].append(e[k])
         lengths.append(n)
         task_ids.append(int(e["task"][0]))
         if sum(pending_eps) * len(ds.frame_keys) >= 4 * batch_frames:
-          parts["tokens"] += _encode(pending, pending_eps, len(ds.frame_keys), encode, batch_frames)
+          parts["tokens"] += _encode(pending, pending_eps, len(ds.frame_keys), encode, batch_frames, per_episode)
           pending, pending_eps = [], []
         bar.update(1)
-      parts["tokens"] += _encode(pending, pending_eps, len(ds.frame_keys), encode, batch_frames)
+      parts["tokens"] += _encode(pending, pending_eps, len(ds.frame_keys), encode, batch_frames, per_episode)
       tokens = np.concatenate(parts["tokens"])
       n_tokens = tokens.shape[1]
       dtype = np.int16 if tokens.max() < 2**15 else np.int32
       arrays[f"{split}/tokens"] = tokens.astype(dtype)
-      for k in ("action", "reward", "success"):
+      for k in keys:
         arrays[f"{split}/{k}"] = np.concatenate(parts[k])
       arrays[f"{split}/lengths"] = np.asarray(lengths, np.int32)
       arrays[f"{split}/task_ids"] = np.asarray(task_ids, np.int32)
@@ -110,8 +116,8 @@ def tokenize(ds: Dataset, encode: Callable[[np.ndarray], np.ndarray], out_dir: s
   return path
 
 
-def _encode(frames: list[np.ndarray], lengths: list[int], views: int, encode, batch_frames: int
-            ) -> list[np.ndarray]:
+def _encode(frames: list[np.ndarray], lengths: list[int], views: int, encode, batch_frames: int,
+            per_episode=None) -> list[np.ndarray]:
   """Episodes' frames (each [views * L, H, W, 3], view-major) -> their tokens, each [L, views * h * w]."""
   if not frames:
     return []
@@ -120,6 +126,9 @@ def _encode(frames: list[np.ndarray], lengths: list[int], views: int, encode, ba
   out, off = [], 0
   for length in lengths:
     c = codes[off:off + length * views]
+    c = c.reshape((views, length) + c.shape[1:])
+    if per_episode is not None:
+      c = np.stack([np.asarray(per_episode(v)) for v in c])
     out.append(c.reshape(views, length, -1).transpose(1, 0, 2).reshape(length, -1))
     off += length * views
   return out

@@ -422,7 +422,7 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
   params = init_params(acfg, key, (hw, hw))
   fcfg = policy.ppo_config(pc)
   opt = ppo.make_optimizer(fcfg.ppo)
-  state = jax.jit(lambda ep: fused.init_state(make_env(ep), params, opt, key, jnp.zeros((envs,), jnp.int32),
+  state = jax.jit(lambda ep: fused.init_state(make_env(ep), params, opt, key, jnp.full((envs,), -1, jnp.int32),
                                               envs))(env_params)
   step = fused.make_fused_step(make_env, agent.apply, opt, fcfg)
   state, t_fused = _timed_steps(step, state, env_params, repeats=2)
@@ -439,7 +439,7 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
     raw, _ = ppo.sample_action(k, mean, log_std)
     return plain.step(s, jnp.clip(raw, -1, 1))
 
-  s0 = jax.jit(lambda k: plain.reset(jax.random.split(k, envs), jnp.zeros((envs,), jnp.int32)))(key)
+  s0 = jax.jit(lambda k: plain.reset(jax.random.split(k, envs), jnp.full((envs,), -1, jnp.int32)))(key)
   f_step = _flops(act_step, params, s0, key)
   f_value = _flops(agent.apply, params, fused.policy_obs(s0.obs, False))
   mb = transitions // fcfg.ppo.minibatches

@@ -83,6 +83,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   w.context = {"tiny": 1, "cpu": 2, "paper": 4}[preset]
   w.goal = "model"  # WM_goal's imagined goal; "real": the episode's real frame of first success
   w.max_starts = 512
+  # "first": starts are episodes' first frames; "any": context windows anywhere before an episode's first
+  # success, so imagined episodes also begin mid-task (rsr/world_model/env.py start_bank).
+  w.starts = "first"
+  # "decoded": imagined frames as the tokenizer decodes them (the paper's); "anchored": drawn against the
+  # start's real last frame, so the static scene keeps its real pixels (rsr/world_model/env.py).
+  w.render = "decoded"
   # "first": each environment restarts from the start it first drew (Brax's auto-reset; a world-model
   # reset observes C frames and decodes the goal, as costly as several steps); "fresh": a new bank draw.
   w.reset = "first"
@@ -107,4 +113,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   e.splits = "id,ood_all"
   e.episodes = {"tiny": 4, "cpu": 32, "paper": 100}[preset]
   e.videos = 2  # episodes per split written as GIFs at the end
+  # Imagined vs real success of the BC start and the PPO result from the same id scenes (world model only;
+  # rsr/eval/exploitation.py): how many paired starts (0: skip).
+  e.gap_starts = {"tiny": 4, "cpu": 64, "paper": 128}[preset]
   return c

@@ -41,6 +41,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   c.tokenizer.channels = {"tiny": (8, 16), "cpu": (32, 64), "paper": (64, 128, 256)}[preset]
   c.tokenizer.res_blocks = {"tiny": 1, "cpu": 1, "paper": 2}[preset]
   c.tokenizer.levels = {"tiny": (5, 5, 5), "cpu": (8, 5, 5, 5), "paper": (8, 8, 8, 6, 5)}[preset]
+  # "pixel" (each position's channels on their own: a local change moves only nearby tokens) or "group"
+  # (GroupNorm's whole-image statistics, the paper's MAGVIT-style tokenizer); docs/decisions.md.
+  c.tokenizer.norm = "pixel"
+  # Hysteresis when tokenizing video (rsr/world_model/fsq.py): a token keeps its code while its latent
+  # stays within the code's cell widened by this many levels (0: plain rounding, the paper's).
+  c.tokenizer.sticky_margin = 0.25
 
   t = c.tokenizer_train = ml_collections.ConfigDict()
   t.batch_size = {"tiny": 8, "cpu": 32, "paper": 128}[preset]  # frames per step (per camera view)
@@ -61,6 +67,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   d.mlp_ratio = 4
   d.window = {"tiny": 4, "cpu": 6, "paper": 16}[preset]
   d.action_conditioning = "cross"  # the paper's per-dimension action tokens; "additive" is cheaper
+  d.action_film = False  # the action also modulates every block's norms (rsr/world_model/dynamics.py)
+  d.output = "codes"  # or "digits": one softmax per FSQ digit (rsr/world_model/token_head.py)
   # The previous frame's tokens as a direct input (a copy path; not in the paper, see dynamics.py).
   d.prev_frame_input = preset != "paper"
 
@@ -73,12 +81,21 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   dt.grad_clip = 1.0
   dt.done_weight = 5.0  # the paper's weight of the done loss
   dt.done_label = "step"  # or "ramp"
+  # Masking, context noise and action dropout (rsr/world_model/dynamics_train.py's docstring).
+  dt.mask_schedule = "cosine"  # MaskGIT's; "uniform": r ~ U(mask_min, 1), Genie's
+  dt.mask_min = 0.5
+  dt.context_noise = 0.0
+  dt.action_dropout = 0.0
+  dt.changed_weight = 1.0  # cross-entropy weight of tokens that change from the previous frame
   dt.ramp_steps = 10
   dt.eval_every = {"tiny": 4, "cpu": 500, "paper": 5000}[preset]
   dt.checkpoint_every = {"tiny": 3, "cpu": 250, "paper": 5000}[preset]
   dt.eval_windows = {"tiny": 8, "cpu": 64, "paper": 256}[preset]
   dt.eval_context = {"tiny": 2, "cpu": 2, "paper": 8}[preset]
   dt.eval_horizon = {"tiny": 4, "cpu": 8, "paper": 8}[preset]
+  # The state probe's open loops (rsr/world_model/probe.py): imagined steps from eval_context real frames.
+  dt.probe_horizon = {"tiny": 3, "cpu": 20, "paper": 20}[preset]
+  dt.probe_steps = {"tiny": 50, "cpu": 3000, "paper": 3000}[preset]  # the probe's training steps
   dt.goal_episodes = {"tiny": 4, "cpu": 32, "paper": 128}[preset]  # WM_goal evaluation
   dt.goal_max_steps = {"tiny": 6, "cpu": 40, "paper": 80}[preset]
 

@@ -1,13 +1,17 @@
 """Which stage limits the result: the world model's own held-out reports as one table next to the results.
 
 The results table says how each method did; this one says what the world model it trained in could do, per
-held-out split (val: ID scenes, ood_*: the OOD ones), from WORLD_MODEL_DIR/tables/{tokenizer,dynamics,
-reward}.json:
+held-out split (val: ID scenes, ood_*: the OOD ones), from WORLD_MODEL_DIR/tables/{tokenizer,tokenize,
+dynamics,reward}.json:
 
     tokenizer PSNR                       how well frames survive the tokens
+    token / patch stability              share of tokens equal between consecutive real frames, beside the
+                                         share of token-sized pixel patches that did not change at all
     open-loop gain over copy-last-frame  dynamics: imagined PSNR minus copying the last real frame (dB, with
-                                         the 95% half-width); below 0 the model is worse than standing still
+                                         the 95% half-width); below 0 the model is worse than standing still;
+                                         "anchored": imagined frames drawn against the real last frame
     gain over shuffled actions           dynamics: does it listen to its actions (dB)
+    gripper / cube error after H steps   the state probe on imagined frames (cm), beside copy-last-frame's
     done AUC                             the done head that pays the success bonus
     reward ~ task, real / imagined       Spearman of the endogenous reward with the handcrafted reward within
                                          episodes, on real and on imagined frames (rsr/rewards/quality.py)
@@ -21,17 +25,24 @@ from __future__ import annotations
 import json
 import os
 
-# (row label, stage table, key after "SPLIT/", format); "ci" names a half-width shown after the value.
+# (row label, stage table, key(s) after "SPLIT/", format); "ci" names a half-width shown after the value.
+# Several keys fill one cell, formatted together.
 ROWS = (
     ("tokenizer PSNR (dB)", "tokenizer", "psnr", "{:.2f}", None),
+    ("token / patch stability", "tokenize", ("token_stability", "patch_stability"), "{:.3f} / {:.3f}", None),
     ("open-loop gain over copy-last-frame (dB)", "dynamics", "gain_over_copy", "{:+.2f}", "gain_over_copy_ci95"),
+    ("same, anchored frames (dB)", "dynamics", "gain_over_copy_anchored", "{:+.2f}", None),
     ("gain over shuffled actions (dB)", "dynamics", "gain_over_shuffled", "{:+.3f}", None),
+    ("gripper error, imagined / copy (cm)", "dynamics",
+     ("probe_gripper_imagined_final", "probe_gripper_copy_final"), "{:.1f} / {:.1f}", None),
+    ("cube error, imagined / copy (cm)", "dynamics",
+     ("probe_cube_a_imagined_final", "probe_cube_a_copy_final"), "{:.1f} / {:.1f}", None),
     ("done AUC", "dynamics", "done_auc", "{:.3f}", None),
     ("endogenous alignment ~ task, real frames", "reward", "align_spearman_within", "{:+.2f}", None),
     ("endogenous reward ~ task, imagined frames", "reward", "imagined_reward_spearman_within", "{:+.2f}", None),
     ("learned reward head ~ task, real frames", "reward", "head_spearman_within", "{:+.2f}", None),
 )
-STAGES = ("tokenizer", "dynamics", "reward")
+STAGES = ("tokenizer", "tokenize", "dynamics", "reward")
 
 
 def load(world_model_dir: str) -> dict[str, dict]:
@@ -60,11 +71,12 @@ def markdown(reports: dict[str, dict]) -> str | None:
   for label, stage, key, fmt, ci in ROWS:
     cells, r = [], reports.get(stage, {})
     for split in cols:
-      v = r.get(f"{split}/{key}")
-      if v is None:
+      keys = key if isinstance(key, tuple) else (key,)
+      values = [r.get(f"{split}/{k}") for k in keys]
+      if any(v is None for v in values):
         cells.append("n/a")
         continue
-      cell = fmt.format(v)
+      cell = fmt.format(*values)
       if ci and r.get(f"{split}/{ci}") is not None:
         cell += f" ± {r[f'{split}/{ci}']:.2f}"
       cells.append(cell)

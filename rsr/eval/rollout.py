@@ -70,6 +70,14 @@ def rollout(env: core.Env, policy: Policy, key: jax.Array, scenes: Any, horizon:
   n = jax.tree_util.tree_leaves(scenes)[0].shape[0]
   k_reset, k_act = jax.random.split(key)
   state = jax.vmap(env.reset)(jax.random.split(k_reset, n), scenes)
+  return rollout_from(env, policy, state, k_act, horizon, record, trajectory, init_args)
+
+
+def rollout_from(env: core.Env, policy: Policy, state: core.State, key: jax.Array, horizon: int,
+                 record: bool = False, trajectory: bool = False, init_args: Any = None) -> Episodes:
+  """`rollout` from given states (a batch with leading axis N) instead of fresh resets."""
+  n = state.done.shape[0]
+  k_act = key
   if init_args is None:
     carry = jax.vmap(lambda _: policy.init())(jnp.arange(n))
   else:

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -209,6 +209,32 @@ def world_model_env(config, ds, progress: bool = True, chunk: int | None = None)
 
   chunk: environments stepped at once (default: the config's wm_env.chunk for one device of this backend,
   `imagined_chunk`; 0 in run configs that predate it)."""
+  wm = world_model_parts(config, ds, progress, chunk)
+  return batched_world_model(config, wm), wm.params, wm.bank
+
+
+def batched_world_model(config, wm: "WorldModelParts"):
+  """make_env(params) -> the batched, auto-resetting WorldModelEnv over the config's start bank."""
+
+  def make_env(p):
+    return wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(wm.make(p, wm.bank))),
+                              reuse_first=config.wm_env.reset == "first")
+
+  return make_env
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelParts:
+  """What a WorldModelEnv is built from: make(params, bank) -> the plain (unbatched-protocol) env."""
+
+  make: Callable[[Any, Any], Any]
+  params: Any  # WMParams
+  bank: Any  # the config's StartBank
+  encode_video: Callable[[np.ndarray], np.ndarray]  # uint8[K, T, H, W, 3] -> tokens i32[K, T, N]
+
+
+def world_model_parts(config, ds, progress: bool = True, chunk: int | None = None) -> WorldModelParts:
+  """The trained world model of config.world_model_dir as the pieces of a WorldModelEnv (world_model_env)."""
   from rsr.world_model import env as wm_env
   from rsr.world_model import generate, pipeline, tokenizer_train
 
@@ -230,19 +256,19 @@ def world_model_env(config, ds, progress: bool = True, chunk: int | None = None)
     run = jax.jit(lambda f, t: generate.goal_rollout(goal_model, goal_params, f, t, jax.random.PRNGKey(config.seed),
                                                      wcfg.dynamics_train.goal_max_steps, w.done_threshold, gen)[0])
     goal_fn = lambda f, t: run(f, t)  # noqa: E731
-  bank = wm_env.start_bank(tok_ds, w.split, w.context, TASKS[config.task].task_id, w.goal, goal_fn, w.max_starts)
+  render = w.get("render", "decoded")  # run configs written before the field: decoded frames
+  bank = wm_env.start_bank(tok_ds, w.split, w.context, TASKS[config.task].task_id, w.goal, goal_fn, w.max_starts,
+                           starts=w.get("starts", "first"), ds=ds if render == "anchored" else None,
+                           seed=config.seed)
   parts = wm_env.WMParts(dynamics=dyn_model, tokenizer=tok_model, views=len(ds.frame_keys), reward_head=head)
   params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params, reward_head=head_params)
   ecfg = wm_env.WMEnvConfig(horizon=w.horizon, done_threshold=w.done_threshold, reward=reward_config(config),
-                            generate=gen,
+                            generate=gen, render=render,
                             chunk=imagined_chunk(w.get("chunk", 0), 1, jax.default_backend()) if chunk is None
                             else chunk)
 
-  def make_env(p):
-    return wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(wm_env.WorldModelEnv(parts, p, bank, ecfg))),
-                              reuse_first=w.reset == "first")
-
-  return make_env, params, bank
+  return WorldModelParts(make=lambda p, b: wm_env.WorldModelEnv(parts, p, b, ecfg), params=params, bank=bank,
+                         encode_video=pipeline.video_encoder(wcfg, tok_model, tok_params))
 
 
 def sim_env(config, ds):
@@ -312,10 +338,12 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
   hw = (ds.spec.height, ds.spec.width)
   params = load_bc(config, workdir, hw)
   mesh = mesh if mesh is not None else sharding.make_mesh()
+  wm = None
   if config.env == "world_model":
     chunk = imagined_chunk(config.wm_env.get("chunk", 0), mesh.devices.size, jax.default_backend())
-    make_env, env_params, _ = world_model_env(config, ds, progress, chunk=chunk)
-    scenes = jnp.zeros((fcfg.num_envs,), jnp.int32)  # placeholders: starts are drawn from the bank
+    wm = world_model_parts(config, ds, progress, chunk=chunk)
+    make_env, env_params = batched_world_model(config, wm), wm.params
+    scenes = jnp.full((fcfg.num_envs,), -1, jnp.int32)  # -1: every start is drawn from the bank
   else:
     make_env, env_params = sim_env(config, ds)
     scenes = scenes_lib.sample_batch(jax.random.PRNGKey(config.seed + 17), "id", fcfg.num_envs)
@@ -361,9 +389,27 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
     _imagined_video(config, workdir, make_env, env_params, model.apply, state.params)
   summary = {"updates": calls * p.updates_per_call, "env": config.env, "reward": config.reward,
              "task": config.task, **last}
+  if wm is not None and config.eval.get("gap_starts", 0):
+    summary["exploitation"] = exploitation_report(config, ds, wm, model.apply,
+                                                  {"bc": params, "ppo": jax.device_get(state.params)})
   if sharding.lead():
     media.write_json(os.path.join(workdir, "tables", "ppo.json"), summary)
   return summary
+
+
+def exploitation_report(config, ds, wm: WorldModelParts, apply_fn, named_params: dict) -> dict:
+  """Imagined vs real success of each of `named_params` (e.g. the BC start and the PPO result) from the same
+  eval.gap_starts id scenes, over wm_env.horizon steps (rsr/eval/exploitation.py); the starts' goals are
+  the expert's real success frames."""
+  from rsr.eval import exploitation
+
+  env = registry.make(config.task, height=ds.spec.height, width=ds.spec.width)
+  starts = exploitation.paired_starts(env, wm.encode_video, jax.random.PRNGKey(config.seed + 400), "id",
+                                      config.eval.gap_starts, config.wm_env.context)
+  imagined = wm.make(wm.params, starts.bank)
+  key = jax.random.PRNGKey(config.seed + 401)
+  return {name: exploitation.gap(env, imagined, mean_policy(apply_fn, p, config.agent.use_goal), starts, key,
+                                 config.wm_env.horizon) for name, p in named_params.items()}
 
 
 # Policy-config fields (by section) that change how the work is computed, not what it computes: a
@@ -429,7 +475,7 @@ def _imagined_video(config, workdir: str, make_env, env_params, apply_fn, params
     env = env.env
   n = config.eval.videos
   run = jax.jit(lambda p, k: rollout_lib.rollout(env, mean_policy(apply_fn, p, config.agent.use_goal), k,
-                                                 jnp.zeros((n,), jnp.int32), env.horizon, trajectory=True))
+                                                 jnp.full((n,), -1, jnp.int32), env.horizon, trajectory=True))
   ep = run(params, jax.random.PRNGKey(config.seed + 300))
   rgb = np.asarray(ep.trajectory.obs["rgb"])  # [T + 1, n, H, W, 3]
   goal = np.asarray(ep.trajectory.obs["goal"])

@@ -14,6 +14,9 @@ task i32[B]. Each block (as in Genie / the paper's ST-MaskGIT):
   -> causal temporal self-attention, each token position attending to itself in earlier frames
      (rotary position encoding over time, so a sliding cache of past frames stays exact)
   -> MLP.
+With `action_film`, the action also modulates every block's four layer norms (scale and shift from an
+action embedding, zero-initialised so training starts from the plain block): DIAMOND's adaptive
+normalisation, an action path into every layer beside the cross-attention.
 The goal model uses the same network with `conditioning="task"` (no action input).
 With `prev_frame_input`, every token position of frame t also adds an embedding of frame t - 1's token at
 that position (a "no frame" id for the first frame). The paper's network reaches the previous frame only
@@ -36,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rsr.world_model import token_head
+
 
 @dataclasses.dataclass(frozen=True)
 class DynamicsConfig:
@@ -49,6 +54,12 @@ class DynamicsConfig:
   mlp_ratio: int = 4
   window: int = 8  # frames per training window = frames kept in the imagination cache
   action_conditioning: str = "cross"  # "cross" (per-dimension action tokens) or "additive"
+  # The action also scales and shifts every block's layer norms (see the module docstring). Not in the paper.
+  action_film: bool = False
+  # "codes": one softmax over the codebook (the paper's); "digits": one per FSQ digit of `levels`
+  # (rsr/world_model/token_head.py).
+  output: str = "codes"
+  levels: tuple[int, ...] = ()  # the tokenizer's FSQ levels (output "digits")
   conditioning: str = "action"  # "action" (WM_act) or "task" (WM_goal)
   # Each frame's token positions also embed the previous frame's token there (a direct copy path;
   # the temporal attention then spends itself on what changes). Not in the paper; see the docstring.
@@ -81,6 +92,11 @@ class DynamicsConfig:
       raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
     if self.action_conditioning not in ("cross", "additive"):
       raise ValueError(f"action_conditioning must be 'cross' or 'additive', got {self.action_conditioning!r}")
+    if self.output not in token_head.OUTPUTS:
+      raise ValueError(f"output must be one of {token_head.OUTPUTS}, got {self.output!r}")
+    if self.output == "digits" and int(np.prod(self.levels)) != self.vocab:
+      raise ValueError(f"output 'digits' needs the FSQ levels of the {self.vocab}-code vocabulary, got "
+                       f"{self.levels!r}")
     if self.conditioning not in ("action", "task"):
       raise ValueError(f"conditioning must be 'action' or 'task', got {self.conditioning!r}")
     return self
@@ -140,40 +156,61 @@ class Block(nn.Module):
     self.cross = Heads(cfg) if self._cross else None
     self.mlp_in = nn.Dense(cfg.d_model * cfg.mlp_ratio, dtype=dt)
     self.mlp_out = nn.Dense(cfg.d_model, dtype=dt)
+    film = cfg.action_film and cfg.conditioning == "action"
+    # (scale, shift) for each of the four norms; zero-initialised: the block starts unmodulated.
+    self.film = nn.Dense(8 * cfg.d_model, kernel_init=nn.initializers.zeros, dtype=dt) if film else None
 
   @property
   def _cross(self) -> bool:
     return self.cfg.conditioning == "action" and self.cfg.action_conditioning == "cross"
 
-  def _spatial_and_cross(self, x, act):
-    """x [..., N, D]; act [..., A, D] action tokens (cross) or None."""
-    h = self.norm_s(x)
+  def _modulation(self, film):
+    """film [..., D] (the action embedding) or None -> [..., 8, D] scales and shifts, or None."""
+    if self.film is None or film is None:
+      return None
+    return self.film(nn.silu(film)).reshape(film.shape[:-1] + (8, self.cfg.d_model))
+
+  @staticmethod
+  def _norm(norm, x, mod, i: int):
+    """norm(x) for x [..., N, D], scaled and shifted by mod[..., 2i], mod[..., 2i + 1] ([..., D]) if given."""
+    h = norm(x)
+    if mod is None:
+      return h
+    return h * (1.0 + mod[..., None, 2 * i, :]) + mod[..., None, 2 * i + 1, :]
+
+  def _spatial_and_cross(self, x, act, mod):
+    """x [..., N, D]; act [..., A, D] action tokens (cross) or None; mod [..., 8, D] or None."""
+    h = self._norm(self.norm_s, x, mod, 0)
     x = x + self.spatial.o(attend(self.spatial.q(h), self.spatial.k(h), self.spatial.v(h)))
     if self.cross is not None:
-      h = self.norm_a(x)
+      h = self._norm(self.norm_a, x, mod, 1)
       x = x + self.cross.o(attend(self.cross.q(h), self.cross.k(act), self.cross.v(act)))
     return x
 
-  def _mlp(self, x):
-    return x + self.mlp_out(nn.gelu(self.mlp_in(self.norm_m(x))))
+  def _mlp(self, x, mod):
+    return x + self.mlp_out(nn.gelu(self.mlp_in(self._norm(self.norm_m, x, mod, 3))))
 
-  def __call__(self, x, act, pos):
-    """Training path. x [B, T, N, D]; act [B, T, A, D] or None; pos i32[T] frame positions."""
-    x = self._spatial_and_cross(x, act)
-    h = jnp.swapaxes(self.norm_t(x), 1, 2)  # [B, N, T, D]
+  def __call__(self, x, act, pos, film=None):
+    """Training path. x [B, T, N, D]; act [B, T, A, D] or None; pos i32[T] frame positions; film [B, T, D]
+    the action embedding of the norms' modulation, or None."""
+    mod = self._modulation(film)
+    x = self._spatial_and_cross(x, act, mod)
+    h = jnp.swapaxes(self._norm(self.norm_t, x, mod, 2), 1, 2)  # [B, N, T, D]
     q = rope(self.temporal.q(h), pos)
     k = rope(self.temporal.k(h), pos)
     t = x.shape[1]
     causal = np.tril(np.ones((t, t), bool))
     out = attend(q, k, self.temporal.v(h), causal)
     x = x + jnp.swapaxes(self.temporal.o(out), 1, 2)
-    return self._mlp(x)
+    return self._mlp(x, mod)
 
-  def step(self, x, act, pos, k_cache, v_cache, valid):
+  def step(self, x, act, pos, k_cache, v_cache, valid, film=None):
     """One new frame. x [B, N, D]; act [B, A, D] or None; pos i32[B]; k/v_cache [B, N, S, H, dh];
-    valid bool[B, S] (cache slots holding a frame). Returns (x, k_new, v_new) with k/v_new [B, N, H, dh]."""
-    x = self._spatial_and_cross(x, act)
-    h = self.norm_t(x)
+    valid bool[B, S] (cache slots holding a frame); film [B, D] or None. Returns (x, k_new, v_new) with
+    k/v_new [B, N, H, dh]."""
+    mod = self._modulation(film)
+    x = self._spatial_and_cross(x, act, mod)
+    h = self._norm(self.norm_t, x, mod, 2)
     q = rope(self.temporal.q(h)[:, :, None], pos[:, None, None])[:, :, 0]  # [B, N, H, dh]
     k_new = rope(self.temporal.k(h)[:, :, None], pos[:, None, None])[:, :, 0]
     v_new = self.temporal.v(h)
@@ -187,7 +224,7 @@ class Block(nn.Module):
     p = jax.nn.softmax(jnp.concatenate([s_cache, s_self], axis=2).astype(jnp.float32), axis=2)
     out = jnp.einsum("bnsh,bnshe->bnhe", p[:, :, :-1], v_cache) + p[:, :, -1, :, None] * v_new
     x = x + self.temporal.o(out)
-    return self._mlp(x), k_new, v_new
+    return self._mlp(x, mod), k_new, v_new
 
 
 @struct.dataclass
@@ -238,10 +275,14 @@ class Dynamics(nn.Module):
       else:
         self.act_proj = nn.Dense(d)
         self.no_action = self.param("no_action", nn.initializers.normal(0.02), (d,))
+      if cfg.action_film:
+        self.film_in = nn.Dense(d)
+        self.film_out = nn.Dense(d)
+        self.no_action_film = self.param("no_action_film", nn.initializers.normal(0.02), (d,))
     block = nn.remat(Block) if cfg.remat else Block  # remat wraps __call__ (training) only
     self.blocks = [block(cfg) for _ in range(cfg.layers)]
     self.norm = nn.LayerNorm()
-    self.logits = nn.Dense(cfg.vocab)
+    self.logits = nn.Dense(token_head.n_logits(cfg.output, cfg.vocab, cfg.levels))
     self.done_hidden = nn.Dense(64)
     self.done_out = nn.Dense(1)
 
@@ -254,6 +295,13 @@ class Dynamics(nn.Module):
       tok = self.act_out(nn.gelu(self.act_in(prev_action[..., None]))) + self.act_dim_emb
       return jnp.where(has_action[..., None, None], tok, self.no_action)
     return jnp.where(has_action[..., None], self.act_proj(prev_action), self.no_action)
+
+  def _film(self, prev_action, has_action):
+    """prev_action f32[..., A], has_action bool[...] -> the norms' action embedding [..., D], or None."""
+    if self.cfg.conditioning != "action" or not self.cfg.action_film:
+      return None
+    emb = self.film_out(nn.gelu(self.film_in(prev_action)))
+    return jnp.where(has_action[..., None], emb, self.no_action_film)
 
   def _embed(self, tokens, task, add, prev_tokens):
     x = self.token_emb(tokens) + self.spatial_pos + self.task_emb(task)[..., None, :]
@@ -268,21 +316,25 @@ class Dynamics(nn.Module):
     done = self.done_out(nn.relu(self.done_hidden(jnp.mean(x, axis=-2))))[..., 0]
     return self.logits(x), done
 
-  def __call__(self, tokens, actions, task, targets=None):
+  def __call__(self, tokens, actions, task, targets=None, action_seen=None):
     """tokens i32[B, T, N] (mask ids where masked), actions f32[B, T, A] (taken at each frame), task i32[B],
-    targets i32[B, T, N] the unmasked tokens (the previous-frame input; default `tokens`)
-    -> (logits f32[B, T, N, vocab], done_logit f32[B, T]). Frame 0 is conditioned on no action."""
+    targets i32[B, T, N] the unmasked tokens (the previous-frame input; default `tokens`), action_seen
+    bool[B, T] (False: frame t is conditioned on no action, as frame 0 always is; action dropout)
+    -> (logits f32[B, T, N, L], done_logit f32[B, T]); L logits per token (token_head.n_logits)."""
     b, t, _ = tokens.shape
     targets = tokens if targets is None else targets
     prev_tokens = jnp.concatenate([jnp.full_like(targets[:, :1], self.cfg.vocab), targets[:, :-1]], axis=1)
     prev = jnp.concatenate([jnp.zeros_like(actions[:, :1]), actions[:, :-1]], axis=1)
     has = jnp.broadcast_to(np.arange(t) > 0, (b, t))
+    if action_seen is not None:
+      has = has & action_seen
     act = self._action(prev, has)
+    film = self._film(prev, has)
     cross = act if (act is not None and act.ndim == 4) else None
     x = self._embed(tokens, task[:, None], act if cross is None else None, prev_tokens)
     pos = jnp.arange(t)
     for blk in self.blocks:
-      x = blk(x, cross, pos)
+      x = blk(x, cross, pos, film)
     return self._heads(x)
 
   def observe(self, cache: Cache, tokens, prev_action, has_action, task, write: bool = True):
@@ -293,12 +345,13 @@ class Dynamics(nn.Module):
     logits f32[B, N, vocab]).
     """
     act = self._action(prev_action, has_action)
+    film = self._film(prev_action, has_action)
     cross = act if (act is not None and act.ndim == 3) else None
     prev_tokens = jnp.where((cache.pos > 0)[:, None], cache.last, self.cfg.vocab)
     x = self._embed(tokens, task, act if cross is None else None, prev_tokens)
     ks, vs = [], []
     for i, blk in enumerate(self.blocks):
-      x, k_new, v_new = blk.step(x, cross, cache.pos, cache.k[:, i], cache.v[:, i], cache.valid)
+      x, k_new, v_new = blk.step(x, cross, cache.pos, cache.k[:, i], cache.v[:, i], cache.valid, film)
       ks.append(k_new)
       vs.append(v_new)
     logits, done = self._heads(x)

@@ -1,7 +1,16 @@
 """Training the dynamics model (WM_act) and the goal model (WM_goal) on tokenized windows.
 
-Masking (MaskGIT): every frame but a window's first gets a mask ratio r = cos(pi/2 * u), u ~ U(0, 1), and
-each of its tokens is masked with probability r; the first frame stays visible as context.
+Masking (MaskGIT): every frame but a window's first gets a mask ratio r = cos(pi/2 * u), u ~ U(0, 1)
+(schedule "cosine"), or r ~ U(mask_min, 1) (schedule "uniform": Genie's, with mask_min 0.5, so that every
+predicted frame is mostly hidden and motion cannot be read off its own visible tokens), and each of its
+tokens is masked with probability r; the first frame stays visible as context.
+Context noise (DIAMOND's noise augmentation, in tokens): each window draws a rate q ~ U(0, context_noise)
+and replaces that share of the visible input tokens and of the previous-frame input with random codes, so
+that the model learns to read imperfect pasts as imagination will feed it. Action dropout: each frame's
+action is hidden (the no-action token) with probability action_dropout.
+Changed-token weight: a masked token that differs from the previous frame's token at its position
+counts changed_weight times in the cross-entropy (1: plain MaskGIT). About 85% of targets are copies of
+the previous frame; without a weight their easy loss dominates the gradient that motion has to share.
 Loss: cross-entropy on masked tokens + done_weight x MSE(sigmoid(done_logit), done label) over valid
 frames (the paper: weight 5). The goal model is the same network conditioned on the task only.
 Metrics beside the loss: `changed_frac`, the share of masked tokens that differ from the same position
@@ -21,6 +30,7 @@ import optax
 from flax import struct
 
 from rsr.train.optim import adamw_cosine
+from rsr.world_model import token_head
 from rsr.world_model.dynamics import Dynamics, DynamicsConfig
 
 
@@ -33,6 +43,24 @@ class DynamicsTrainConfig:
   weight_decay: float = 1e-4
   grad_clip: float = 1.0
   done_weight: float = 5.0
+  mask_schedule: str = "cosine"  # or "uniform" (r ~ U(mask_min, 1))
+  mask_min: float = 0.5
+  context_noise: float = 0.0
+  action_dropout: float = 0.0
+  changed_weight: float = 1.0
+
+  def validate(self) -> "DynamicsTrainConfig":
+    if self.mask_schedule not in MASK_SCHEDULES:
+      raise ValueError(f"mask_schedule must be one of {MASK_SCHEDULES}, got {self.mask_schedule!r}")
+    for name in ("mask_min", "context_noise", "action_dropout"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    if self.changed_weight < 1.0:
+      raise ValueError(f"changed_weight must be >= 1, got {self.changed_weight}")
+    return self
+
+
+MASK_SCHEDULES = ("cosine", "uniform")
 
 
 @struct.dataclass
@@ -56,33 +84,52 @@ def init_state(model: Dynamics, cfg: DynamicsTrainConfig, key: jax.Array) -> Dyn
                        rng=k_rng)
 
 
-def sample_mask(key: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
-  """bool[B, T, N]: MaskGIT's cosine mask ratios per frame; frame 0 never masked."""
+def sample_mask(key: jax.Array, shape: tuple[int, int, int], schedule: str = "cosine", mask_min: float = 0.5
+                ) -> jax.Array:
+  """bool[B, T, N]: per-frame mask ratios of the schedule (module docstring); frame 0 never masked."""
   k_ratio, k_tok = jax.random.split(key)
-  ratio = jnp.cos(jnp.pi / 2 * jax.random.uniform(k_ratio, shape[:2]))
+  u = jax.random.uniform(k_ratio, shape[:2])
+  ratio = jnp.cos(jnp.pi / 2 * u) if schedule == "cosine" else mask_min + (1.0 - mask_min) * u
   mask = jax.random.uniform(k_tok, shape) < ratio[..., None]
   return mask.at[:, 0].set(False)
 
 
-def losses(model: Dynamics, params, batch: dict, key: jax.Array, done_weight: float):
+def corrupt(key: jax.Array, tokens: jax.Array, max_rate: float, vocab: int) -> jax.Array:
+  """tokens i32[B, T, N] with a share q ~ U(0, max_rate) per window replaced by random codes."""
+  k_rate, k_where, k_code = jax.random.split(key, 3)
+  rate = jax.random.uniform(k_rate, tokens.shape[:1]) * max_rate
+  hit = jax.random.uniform(k_where, tokens.shape) < rate[:, None, None]
+  return jnp.where(hit, jax.random.randint(k_code, tokens.shape, 0, vocab), tokens)
+
+
+def losses(model: Dynamics, params, batch: dict, key: jax.Array, cfg: "DynamicsTrainConfig"):
   """batch: tokens i32[B, T, N], action f32[B, T, A], task i32[B], done f32[B, T], mask bool[B, T]
   -> (loss, metrics)."""
   tokens = batch["tokens"].astype(jnp.int32)
   valid = batch["mask"]
-  masked = sample_mask(key, tokens.shape) & valid[..., None]
-  inputs = jnp.where(masked, model.cfg.mask_id, tokens)
-  logits, done_logit = model.apply(params, inputs, batch["action"], batch["task"], tokens)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
+  k_mask, k_in, k_prev, k_act = jax.random.split(key, 4)
+  masked = sample_mask(k_mask, tokens.shape, cfg.mask_schedule, cfg.mask_min) & valid[..., None]
+  visible, prev_source = tokens, tokens
+  if cfg.context_noise:
+    vocab = model.cfg.vocab
+    visible = corrupt(k_in, tokens, cfg.context_noise, vocab)
+    prev_source = corrupt(k_prev, tokens, cfg.context_noise, vocab)
+  inputs = jnp.where(masked, model.cfg.mask_id, visible)
+  seen = (jax.random.uniform(k_act, tokens.shape[:2]) >= cfg.action_dropout) if cfg.action_dropout else None
+  logits, done_logit = model.apply(params, inputs, batch["action"], batch["task"], prev_source, seen)
+  mc = model.cfg
+  ce = -token_head.log_prob(mc.output, mc.levels, logits, tokens)
   n_masked = jnp.maximum(masked.sum(), 1)
-  ce = jnp.sum(ce * masked) / n_masked
-  right = jnp.argmax(logits, -1) == tokens
-  acc = jnp.sum(right * masked) / n_masked
   # Frame 0 is never masked, so its (undefined) previous frame never matters.
   changed = masked & (tokens != jnp.concatenate([tokens[:, :1], tokens[:, :-1]], axis=1))
+  weight = masked * (1.0 + (cfg.changed_weight - 1.0) * changed)
+  ce = jnp.sum(ce * weight) / jnp.maximum(weight.sum(), 1.0)
+  right = token_head.greedy(mc.output, mc.levels, logits)[0] == tokens
+  acc = jnp.sum(right * masked) / n_masked
   changed_acc = jnp.sum(right * changed) / jnp.maximum(changed.sum(), 1)
   n_valid = jnp.maximum(valid.sum(), 1)
   done_mse = jnp.sum((jax.nn.sigmoid(done_logit) - batch["done"]) ** 2 * valid) / n_valid
-  loss = ce + done_weight * done_mse
+  loss = ce + cfg.done_weight * done_mse
   return loss, {"loss": loss, "ce": ce, "token_acc": acc, "changed_acc": changed_acc,
                 "changed_frac": changed.sum() / n_masked, "done_mse": done_mse}
 
@@ -93,7 +140,7 @@ def make_train_step(model: Dynamics, cfg: DynamicsTrainConfig):
   def step(state: DynamicsState, batch: dict) -> tuple[DynamicsState, dict]:
     rng, key = jax.random.split(state.rng)
     (_, metrics), grads = jax.value_and_grad(
-        lambda p: losses(model, p, batch, key, cfg.done_weight), has_aux=True)(state.params)
+        lambda p: losses(model, p, batch, key, cfg), has_aux=True)(state.params)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     metrics["grad_norm"] = optax.tree.norm(grads)
     return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -149,8 +196,11 @@ def lower_sharded_step(model: Dynamics, cfg: DynamicsTrainConfig, mesh, fsdp: bo
 
 def dynamics_config(config, vocab: int, tokens_per_frame: int, conditioning: str) -> DynamicsConfig:
   d = config.dynamics
+  output = d.get("output", "codes")
+  levels = tuple(config.tokenizer.levels) if output == "digits" else ()
   return DynamicsConfig(vocab=vocab, tokens_per_frame=tokens_per_frame, d_model=d.d_model, layers=d.layers,
                         heads=d.heads, mlp_ratio=d.mlp_ratio, window=d.window,
-                        action_conditioning=d.action_conditioning, conditioning=conditioning,
+                        action_conditioning=d.action_conditioning, action_film=d.get("action_film", False),
+                        output=output, levels=levels, conditioning=conditioning,
                         prev_frame_input=d.get("prev_frame_input", False), dtype=d.get("dtype", "float32"),
                         remat=d.get("remat", False)).validate()

@@ -1,7 +1,7 @@
 """WorldModelEnv: the trained world model as an environment, behind the simulator's Env protocol.
 
     env = WorldModelEnv(parts, params, bank, WMEnvConfig(...))
-    state = env.reset(key, scene)       # scene: i32[] placeholder (the start is drawn from the bank by key)
+    state = env.reset(key, scene)       # scene: i32[] a bank entry, or -1: the start is drawn by key
     state = env.step(state, action)     # one imagined frame (cached context), its reward and done
 
 A start is real: C context frames (tokens) of a held-out episode, the actions between them, its task, and
@@ -46,6 +46,7 @@ class StartBank:
   actions: jax.Array  # f32[K, C, A] the action taken at each context frame (the last one is unused)
   task: jax.Array  # i32[K]
   goal: jax.Array  # i32[K, N] goal tokens
+  anchor: jax.Array | None = None  # uint8[K, V, H, W, 3] the last context frame's real pixels
 
   @property
   def size(self) -> int:
@@ -75,6 +76,10 @@ class WMEnvConfig:
   done_threshold: float = 0.9  # done (and success in imagination) when the done probability passes it
   reward: RewardConfig = RewardConfig()
   generate: generate.GenerateConfig = generate.GenerateConfig(temperature=0.0)
+  # How imagined frames are drawn: "decoded" (the tokenizer's decoding of the imagined tokens, the paper's)
+  # or "anchored" (the start's real last frame plus what the decoded frame changed against its decoding,
+  # rsr/world_model/evaluate.py `anchored`: the tokenizer's error cancels wherever the scene is static).
+  render: str = "decoded"
   # Environments stepped at once (0: the whole batch); a larger batch steps in equal chunks, one after
   # another. Speed only (every environment's frame depends on its own key, not on its batch): on XLA:CPU
   # a chunk's activations stay in cache (docs/benchmarks.md).
@@ -85,6 +90,8 @@ class WMEnvConfig:
       raise ValueError(f"chunk must be >= 0 (0: the whole batch), got {self.chunk}")
     if self.horizon < 1:
       raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+    if self.render not in ("decoded", "anchored"):
+      raise ValueError(f"render must be 'decoded' or 'anchored', got {self.render!r}")
     if not 0.0 < self.done_threshold < 1.0:
       raise ValueError(f"done_threshold must be in (0, 1), got {self.done_threshold}")
     if self.reward.kind == "handcrafted":
@@ -102,6 +109,7 @@ class WMInner:
   goal_tokens: jax.Array  # i32[N]
   goal_feats: Any  # the goal frame's tokenizer features (reward distance "features")
   goal_rgb: jax.Array  # f32[V, H, W, 3] in [0, 1]
+  offset: jax.Array  # f32[V, H, W, 3] added to every decoded frame: real anchor - its decoding, or zeros
   task: jax.Array  # i32[]
   key: jax.Array
   step: jax.Array  # i32[]
@@ -120,6 +128,8 @@ class WorldModelEnv(core.Env):
     if parts.views * self._side ** 2 != mc.tokens_per_frame:
       raise ValueError(f"tokens_per_frame {mc.tokens_per_frame} is not {parts.views} square views")
     self._hw = self._side * parts.tokenizer.config.downsample
+    if config.render == "anchored" and bank.anchor is None:
+      raise ValueError("render 'anchored' needs starts with their real frames (start_bank(..., ds=...))")
     if config.reward.kind == "learned" and (parts.reward_head is None or params.reward_head is None):
       raise ValueError("reward kind 'learned' needs a trained reward head (the world model's 'reward' stage)")
     self._lpips = (dist_lib.LPIPS.load(config.reward.lpips_weights)
@@ -135,21 +145,23 @@ class WorldModelEnv(core.Env):
     return core.ActionSpec(shape=(self.parts.dynamics.cfg.action_dim,))
 
   def reset(self, key: jax.Array, scene: Any = None) -> core.State:
-    """scene is unused (a placeholder so that wrappers treat both envs alike): the start is drawn from
-    the bank with `key`."""
-    return _unbatch(self.batch_reset(key[None], None))
+    """The start is drawn from the bank with `key`, or, given `scene` >= 0 (i32[]), is bank entry `scene`
+    (so that paired evaluations begin where they choose); -1 or None: drawn."""
+    return _unbatch(self.batch_reset(key[None], None if scene is None else jnp.asarray(scene)[None]))
 
   def step(self, state: core.State, action: jax.Array) -> core.State:
     self.check_action(action)
     return _unbatch(self.batch_step(jax.tree_util.tree_map(lambda x: x[None], state), action[None]))
 
   def batch_reset(self, keys: jax.Array, scenes: Any = None) -> core.State:
-    """keys u32[B, 2] -> a batch of B imagined episodes (the network runs once on the whole batch)."""
-    del scenes
+    """keys u32[B, 2] -> a batch of B imagined episodes (the network runs once on the whole batch); their
+    starts are random bank entries, or where `scenes` (i32[B]) is >= 0, those entries."""
     b = keys.shape[0]
     split = jax.vmap(jax.random.split)(keys)
     k_pick, k_next = split[:, 0], split[:, 1]
     i = jax.vmap(lambda k: jax.random.randint(k, (), 0, self.bank.size))(k_pick)
+    if scenes is not None:
+      i = jnp.where(jnp.asarray(scenes) >= 0, jnp.asarray(scenes, jnp.int32), i)
     context, actions = self.bank.context[i], self.bank.actions[i]  # [B, C, N], [B, C, A]
     task, goal = self.bank.task[i], self.bank.goal[i]
     cache = dyn.init_cache(self.parts.dynamics.cfg, b)
@@ -159,9 +171,14 @@ class WorldModelEnv(core.Env):
                                               jnp.full((b,), c > 0), task, method=dyn.Dynamics.observe)
     goal_rgb = self._decode(goal)
     zeros = jnp.zeros((b,))
+    first = self._decode(context[:, -1])
+    if self.config.render == "anchored":
+      offset = self.bank.anchor[i].astype(jnp.float32) / 255.0 - first
+    else:
+      offset = jnp.zeros_like(first)
     inner = WMInner(cache=cache, tokens=context[:, -1], goal_tokens=goal, goal_feats=self._features(goal_rgb),
-                    goal_rgb=goal_rgb, task=task, key=k_next, step=jnp.zeros((b,), jnp.int32))
-    obs = self._obs(self._decode(context[:, -1]), goal_rgb, task)
+                    goal_rgb=goal_rgb, offset=offset, task=task, key=k_next, step=jnp.zeros((b,), jnp.int32))
+    obs = self._obs(first + offset, goal_rgb, task)
     info = {"success": jnp.zeros((b,), bool), "truncated": jnp.zeros((b,), bool), "step": inner.step,
             "done_prob": zeros, "distance": zeros}
     return core.State(obs=obs, reward=zeros, done=jnp.zeros((b,), bool), info=info, inner=inner)
@@ -189,7 +206,7 @@ class WorldModelEnv(core.Env):
     cache, tokens, done_logit = generate.imagine(self.parts.dynamics, self.params.dynamics, inn.cache,
                                                  actions, inn.task, k_gen, self.config.generate)
     done_prob = jax.nn.sigmoid(done_logit)
-    rgb = self._decode(tokens)
+    rgb = jnp.clip(self._decode(tokens) + inn.offset, 0.0, 1.0)
     success = done_prob >= self.config.done_threshold
     step = inn.step + 1
     truncated = (step >= self.config.horizon) & ~success
@@ -239,37 +256,66 @@ def _unbatch(state: core.State) -> core.State:
 
 
 def start_bank(tok_ds, split: str, context: int, task_id: int | None = None, goal: str = "model",
-               goal_fn=None, max_starts: int | None = None) -> StartBank:
+               goal_fn=None, max_starts: int | None = None, starts: str = "first", ds=None,
+               seed: int = 0) -> StartBank:
   """Starts from the episodes of `split` in a tokenized dataset (data_pipelines.tokenized).
 
-  goal "model": goal_fn(first tokens i32[K, N], task i32[K]) -> goal tokens i32[K, N] (WM_goal's rollout);
-  goal "real": the frame where the episode first succeeded (only successful episodes become starts).
+  goal "model": goal_fn(first tokens i32[K, N], task i32[K]) -> goal tokens i32[K, N] (WM_goal's rollout
+  from the start's first frame); goal "real": the frame where the episode first succeeded (only
+  successful episodes become starts).
+  starts "first": each episode's first `context` frames; "any": context windows anywhere before the
+  episode's first success (or its end), drawn round-robin over the episodes with `seed` until
+  `max_starts`, so that imagined episodes begin mid-task as well as at the start.
+  ds: the pixel dataset the tokens came from; given, each start carries its last context frame's real
+  pixels (`anchor`), against which the environment can render imagined frames (WMEnvConfig.render).
   task_id: only that task's episodes. Episodes shorter than `context` frames are skipped.
   """
   if goal not in ("model", "real"):
     raise ValueError(f"goal must be 'model' or 'real', got {goal!r}")
   if goal == "model" and goal_fn is None:
     raise ValueError("goal 'model' needs goal_fn (WM_goal's rollout)")
-  ctx, act, task, real_goal = [], [], [], []
+  if starts not in ("first", "any"):
+    raise ValueError(f"starts must be 'first' or 'any', got {starts!r}")
+  rng = np.random.default_rng(seed)
+  episodes = []  # (episode index, its tokens, last start offset)
   for i in range(tok_ds.num_episodes(split)):
     e = tok_ds.read(split, i)
     if task_id is not None and int(e["task"][0]) != task_id:
       continue
     if len(e["tokens"]) < context or (goal == "real" and not e["success"].any()):
       continue
-    ctx.append(e["tokens"][:context])
-    act.append(e["action"][:context])
-    task.append(int(e["task"][0]))
-    real_goal.append(e["tokens"][int(np.argmax(e["success"]))])
-    if max_starts is not None and len(ctx) == max_starts:
-      break
-  if not ctx:
+    end = int(np.argmax(e["success"])) if e["success"].any() else len(e["tokens"])
+    last = max(0, min(end, len(e["tokens"])) - context) if starts == "any" else 0
+    episodes.append((i, e, last))
+  if not episodes:
     which = f"task {task_id} " if task_id is not None else ""
     raise ValueError(f"no {which}episodes in split {split!r} of {tok_ds.path} can start an imagined episode "
                      f"(need >= {context} frames{', and a success' if goal == 'real' else ''})")
-  context_tokens = jnp.asarray(np.stack(ctx), jnp.int32)
+  limit = max_starts or len(episodes)
+  if starts == "first":
+    picks = [(i, e, 0) for i, e, _ in episodes[:limit]]
+  else:
+    offsets = [rng.permutation(last + 1) for _, _, last in episodes]
+    picks = []
+    for r in range(max(len(o) for o in offsets)):
+      picks += [(i, e, int(o[r])) for (i, e, _), o in zip(episodes, offsets) if r < len(o)]
+    picks = picks[:limit]
+  ctx = np.stack([e["tokens"][t:t + context] for _, e, t in picks])
+  act = np.stack([e["action"][t:t + context] for _, e, t in picks])
+  task = np.asarray([int(e["task"][0]) for _, e, _ in picks])
+  context_tokens = jnp.asarray(ctx, jnp.int32)
   tasks = jnp.asarray(task, jnp.int32)
-  goals = (jnp.asarray(np.stack(real_goal), jnp.int32) if goal == "real"
-           else jnp.asarray(goal_fn(context_tokens[:, 0], tasks), jnp.int32))
-  return StartBank(context=context_tokens, actions=jnp.asarray(np.stack(act), jnp.float32), task=tasks,
-                   goal=goals)
+  if goal == "real":
+    goals = jnp.asarray(np.stack([e["tokens"][int(np.argmax(e["success"]))] for _, e, _ in picks]), jnp.int32)
+  else:
+    goals = jnp.asarray(goal_fn(context_tokens[:, 0], tasks), jnp.int32)
+  anchor = None
+  if ds is not None:
+    frames = {}
+    for i, _, t in picks:
+      if i not in frames:
+        e = ds.read(split, i)
+        frames[i] = np.stack([e[k] for k in ds.frame_keys], axis=1)  # [L, V, H, W, 3]
+    anchor = jnp.asarray(np.stack([frames[i][t + context - 1] for i, _, t in picks]))
+  return StartBank(context=context_tokens, actions=jnp.asarray(act, jnp.float32), task=tasks, goal=goals,
+                   anchor=anchor)

@@ -20,6 +20,7 @@ import numpy as np
 
 from rsr.world_model import dynamics as dyn
 from rsr.world_model import dynamics_train, generate
+from rsr.world_model import probe as probe_lib
 from rsr.world_model.tokenizer_train import psnr
 
 
@@ -86,13 +87,51 @@ def open_loop(model, params, decode, tok_batch: dict, pix_frames: np.ndarray, co
   p_copy = np.asarray(psnr(jnp.asarray(np.broadcast_to(last, real.shape)), jnp.asarray(real)))
   last_tok = np.asarray(decode(tokens[:, context - 1].reshape(b, 1, views, side, side)))
   p_copy_tok = np.asarray(psnr(jnp.asarray(np.broadcast_to(last_tok, real.shape)), jnp.asarray(real)))
+  p_anchored = np.asarray(psnr(jnp.asarray(anchored(frames, last_tok, last)), jnp.asarray(real)))
   # Windows are the independent samples: the paired per-window gain gives the comparison its error bar.
   gain = (p_true - p_copy).mean(axis=(1, 2))
   ci = 1.96 * gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else None  # None: one window
   per_step = lambda p: p.mean(axis=(0, 2))  # noqa: E731
   return {"psnr": per_step(p_true), "psnr_shuffled": per_step(p_shuf), "psnr_copy": per_step(p_copy),
-          "psnr_copy_tokens": per_step(p_copy_tok), "gain_over_copy_ci95": ci, "windows": b,
-          "frames": frames}
+          "psnr_copy_tokens": per_step(p_copy_tok), "psnr_anchored": per_step(p_anchored),
+          "gain_over_copy_ci95": ci, "windows": b, "frames": frames}
+
+
+def anchored(decoded, anchor_decoded, anchor_real):
+  """Imagined frames rendered against a real anchor frame: anchor_real + (decoded - anchor_decoded), in
+  [0, 1]. The tokenizer's error on the anchor cancels wherever the imagined tokens decode as the anchor's
+  did (the static scene), and only the predicted changes are drawn by the decoder."""
+  return np.clip(anchor_real + (decoded - anchor_decoded), 0.0, 1.0)
+
+
+def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict, context: int, views: int,
+                    key: jax.Array) -> dict:
+  """The state probe (rsr/world_model/probe.py) on imagined frames: per imagined step, the error (cm) of the
+  gripper and of cube_a read off the imagined frame, against the simulator's positions, with three
+  references: the probe on the real frame's tokens (its own floor), on the last context frame held still
+  (copy-last-frame) and on imagination driven by another window's actions (shuffled).
+
+  run: `make_rollout(model, context, horizon, ...)`; tok_batch: full windows of C + H frames (tokens,
+  action, task, state); predict: probe.make_predict(...). Returns {"probe/<object>_<kind>": f32[H]}."""
+  tokens = jnp.asarray(tok_batch["tokens"], jnp.int32)
+  actions, task = jnp.asarray(tok_batch["action"]), jnp.asarray(tok_batch["task"])
+  b, t, n = tokens.shape
+  side = int(np.sqrt(n // views))
+  horizon = t - context
+  front = lambda tok: decode(tok[..., :side * side].reshape(tok.shape[:-1] + (side, side)))  # noqa: E731
+  target = probe_lib.positions(np.asarray(tok_batch["state"])[:, context:])  # [B, H, O, 3]
+  task_h = jnp.broadcast_to(task[:, None], (b, horizon))
+  read = lambda frames: np.asarray(predict(probe_params, frames, task_h))  # noqa: E731
+  imagined, _ = run(params, tokens[:, :context], actions, task, key)
+  shuffled, _ = run(params, tokens[:, :context], jnp.roll(actions, 1, axis=0), task, key)
+  last = jnp.broadcast_to(tokens[:, context - 1:context], (b, horizon, n))
+  out = {}
+  for kind, frames_tokens in (("imagined", imagined), ("shuffled", shuffled), ("copy", last),
+                              ("real", tokens[:, context:])):
+    err = probe_lib.errors_cm(read(front(frames_tokens)), target)
+    for obj in ("gripper", "cube_a"):
+      out[f"probe/{obj}_{kind}"] = err[obj].mean(axis=0)
+  return out
 
 
 def done_metrics(model, params, tok_batch: dict) -> dict:

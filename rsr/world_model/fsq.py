@@ -3,6 +3,11 @@
 Each of d latent channels is squashed to a bounded range and rounded to one of L_i levels; a token is the
 tuple of levels, indexed as a mixed-radix number, so the implicit codebook has prod(L_i) entries and needs
 no codebook loss, no commitment loss and no dead-code tricks. Rounding passes gradients straight through.
+
+Video is quantized with hysteresis (`sticky_codes`): a token keeps the previous frame's code while its
+latent stays within that code's cell widened by `margin` levels on every channel. Rounding alone flips a
+token whose latent sits near a cell boundary on the slightest pixel change (a shade of lighting), and a
+world model then has to predict that flicker; with hysteresis a token changes when its content does.
 """
 
 from __future__ import annotations
@@ -34,6 +39,23 @@ class FSQ:
     offset = np.where(self._levels % 2 == 0, 0.5, 0.0).astype(np.float32)
     shift = np.arctanh(offset / half).astype(np.float32)
     return jnp.tanh(z + shift) * half - offset
+
+  def bound(self, z: jax.Array) -> jax.Array:
+    """Latents f32[..., d] -> the bounded values in level units, whose rounding is the quantized digit
+    (minus the centre offset); what `sticky_codes` quantizes."""
+    return self._bound(z)
+
+  def sticky_codes(self, bounded: jax.Array, margin: float) -> jax.Array:
+    """Bounded latents f32[T, ..., d] of consecutive frames -> token ids i32[T, ...] with hysteresis: at
+    each position, frame t keeps frame t - 1's code while |bounded - that code's level| <= 0.5 + margin on
+    every channel (margin 0: plain rounding)."""
+    def step(prev, b):
+      keep = jnp.all(jnp.abs(b - prev) <= 0.5 + margin, axis=-1, keepdims=True)
+      cur = jnp.where(keep, prev, jnp.round(b))
+      return cur, cur
+
+    _, rounded = jax.lax.scan(step, jnp.round(bounded[0]), bounded)
+    return self.codes(rounded / (self._levels // 2))
 
   def quantize(self, z: jax.Array) -> jax.Array:
     """f32[..., d] -> quantized f32[..., d] in [-1, 1] (straight-through gradients)."""

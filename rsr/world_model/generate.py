@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rsr.world_model import token_head
 from rsr.world_model.dynamics import Cache, Dynamics
 
 
@@ -51,16 +52,6 @@ def fixed_after(step: int, steps: int, n: int) -> int:
   return n if step == steps - 1 else int(np.ceil(n * (1.0 - np.cos(np.pi / 2 * (step + 1) / steps))))
 
 
-def _argmax(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(first index of the largest logit i32[...], that logit f32[...]) over the last axis: jnp.argmax's
-  answer, as two plain reductions (a max, then the smallest index holding it), which XLA:CPU vectorizes;
-  its fused (value, index) reduction ran ~3x slower over a frame's [N, vocab] logits."""
-  top = jnp.max(logits, axis=-1)
-  v = logits.shape[-1]
-  hit = jnp.where(logits == top[..., None], jnp.arange(v, dtype=jnp.int32), v)
-  return jnp.minimum(jnp.min(hit, axis=-1), v - 1), top  # (v - 1 only if a logit is NaN)
-
-
 def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task: jax.Array, key: jax.Array,
             config: GenerateConfig = GenerateConfig()) -> tuple[Cache, jax.Array, jax.Array]:
   """One imagined frame for every environment.
@@ -81,25 +72,20 @@ def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task:
     _, _, logits = model.apply(params, cache, tokens, prev_action, has, task, write=False,
                                method=Dynamics.observe)
     if config.copy_bias:
-      # A compare against the vocabulary index fuses into the add: no [B, N, vocab] one-hot is stored.
-      is_last = (jnp.arange(logits.shape[-1]) == cache.last[..., None]) & (cache.pos > 0)[:, None, None]
-      logits = logits + config.copy_bias * is_last
+      bias = config.copy_bias * (cache.pos > 0)[:, None].astype(logits.dtype)
+      logits = token_head.add_bias(cfg.output, cfg.levels, logits, cache.last, bias)
     masked = tokens == cfg.mask_id
     keep = fixed_after(step, config.steps, n)
     if config.temperature > 0:
-      scaled = logits / config.temperature
-      sample = (jax.vmap(jax.random.categorical)(k_sample, scaled) if per_env
-                else jax.random.categorical(k_sample, scaled))
+      draw = lambda k, lg: token_head.sample(cfg.output, cfg.levels, k, lg, config.temperature)  # noqa: E731
+      sample, logp = jax.vmap(draw)(k_sample, logits) if per_env else draw(k_sample, logits)
     else:
-      sample, top = _argmax(logits)
+      sample, logp = token_head.greedy(cfg.output, cfg.levels, logits)
     if keep == n:  # the last step fixes every token still masked: no ranking needed
       tokens = jnp.where(masked, sample, tokens)
       continue
     if config.order == "confidence":
-      # log p(sample) = logit(sample) - logsumexp(logits): no [B, N, vocab] log-softmax materialised.
-      picked = (jnp.take_along_axis(logits, sample[..., None], axis=-1)[..., 0] if config.temperature > 0
-                else top)
-      score = picked - jax.nn.logsumexp(logits, axis=-1)
+      score = logp
     else:
       score = (jax.vmap(lambda k: jax.random.uniform(k, (n,)))(k_order) if per_env
                else jax.random.uniform(k_order, (b, n)))

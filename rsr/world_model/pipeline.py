@@ -10,21 +10,28 @@ and tokenizer checkpoint it came from.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 import os
+from typing import Any
 
+from flax import traverse_util
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import tokenized
 from data_pipelines.loader import WindowConfig, WindowLoader
 from rsr.train import loop, sharding
 from rsr.train.checkpoint import Checkpointer
-from rsr.utils import media
+from rsr.utils import configs, media
 from rsr.world_model import dynamics as dyn
 from rsr.world_model import dynamics_train, generate
+from rsr.world_model import probe as probe_lib
 from rsr.world_model import evaluate as wm_eval
 from rsr.world_model import tokenizer_train
+from rsr.world_model.fsq import FSQ
 from rsr.world_model.tokenizer import Tokenizer
 
 
@@ -48,16 +55,73 @@ def load_tokenizer(config, workdir: str, ds) -> tuple[Tokenizer, dict, str]:
 
 
 def tokenize_stage(config, workdir: str, ds, progress: bool = True) -> tokenized.TokenDataset:
+  """The tokenized dataset of the trained tokenizer (built once; reused while its fingerprint holds).
+
+  With `tokenizer.sticky_margin` > 0 every episode is quantized with hysteresis (FSQ.sticky_codes). A new
+  build also writes tables/tokenize.json: per held-out split, the share of tokens equal between
+  consecutive frames beside the share of token-sized pixel patches that did not change."""
   model, params, ident = load_tokenizer(config, workdir, ds)
+  margin = float(config.tokenizer.get("sticky_margin", 0.0))
+  if margin:
+    ident += f"-sticky{margin:g}"
   fingerprint = tokenized.source_fingerprint(ds, ident)
   out = os.path.join(workdir, "tokens")
   try:
     return tokenized.open_tokens(out, fingerprint)
   except tokenized.DatasetError:
     pass  # missing or stale: (re)build it
-  encode = jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode))
-  tokenized.tokenize(ds, lambda f: np.asarray(encode(f)), out, fingerprint, progress=progress)
-  return tokenized.open_tokens(out, fingerprint)
+  if margin:
+    encode = jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode_bounded))
+    fsq = FSQ(model.config.levels)
+    sticky = jax.jit(lambda b: fsq.sticky_codes(b, margin))
+    tokenized.tokenize(ds, lambda f: np.asarray(encode(f)), out, fingerprint, progress=progress,
+                       per_episode=lambda b: np.asarray(sticky(b)))
+  else:
+    encode = jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode))
+    tokenized.tokenize(ds, lambda f: np.asarray(encode(f)), out, fingerprint, progress=progress)
+  tok_ds = tokenized.open_tokens(out, fingerprint)
+  if sharding.lead():
+    media.write_json(os.path.join(workdir, "tables", "tokenize.json"),
+                     {"sticky_margin": margin, **stability_report(ds, tok_ds, model.config.downsample)})
+  return tok_ds
+
+
+def video_encoder(config, model: Tokenizer, params):
+  """encode(frames uint8[K, T, H, W, 3]: T consecutive frames of one view) -> token ids i32[K, T, h * w], as
+  the tokenize stage encodes a video (with `tokenizer.sticky_margin`'s hysteresis along T)."""
+  margin = float(config.tokenizer.get("sticky_margin", 0.0))
+  fsq = FSQ(model.config.levels)
+
+  @jax.jit
+  def encode(frames):
+    if margin:
+      bounded = model.apply(params, frames, method=Tokenizer.encode_bounded)  # [K, T, h, w, d]
+      codes = jax.vmap(lambda b: fsq.sticky_codes(b, margin))(bounded)
+    else:
+      codes = model.apply(params, frames, method=Tokenizer.encode)
+    return codes.reshape(codes.shape[:2] + (-1,))
+
+  return lambda frames: np.asarray(encode(jnp.asarray(frames)))
+
+
+def stability_report(ds, tok_ds, patch: int, episodes: int = 64) -> dict:
+  """Per held-out split, over its first `episodes` (tokenizer_train.token_stability): token stability (share
+  of tokens equal between consecutive frames), patch stability (share of token-sized pixel patches with no
+  pixel changed), flicker (share of unchanged patches whose token changed) and missed changes (share of
+  changed patches whose token stayed)."""
+  out = {}
+  for split in [s for s in ds.splits if s == "val" or s.startswith("ood")]:
+    total = collections.Counter()
+    for i in range(min(episodes, ds.num_episodes(split))):
+      e = ds.read(split, i)
+      frames = np.stack([e[k] for k in ds.frame_keys], axis=1)
+      total.update(tokenizer_train.token_stability(frames, tok_ds.read(split, i)["tokens"], patch))
+    n, unchanged = total["positions"], total["unchanged"]
+    if n:
+      out.update({f"{split}/token_stability": total["equal"] / n, f"{split}/patch_stability": unchanged / n,
+                  f"{split}/flicker": total["flicker"] / max(unchanged, 1),
+                  f"{split}/missed": total["missed"] / max(n - unchanged, 1), f"{split}/frame_pairs": n})
+  return out
 
 
 def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
@@ -110,6 +174,8 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
           out[f"{split}/gain_over_copy_ci95"] = float(r["gain_over_copy_ci95"])
         out[f"{split}/windows"] = r["windows"]
         out[f"{split}/psnr_copy_tokens"] = float(r["psnr_copy_tokens"].mean())
+        out[f"{split}/psnr_anchored"] = float(r["psnr_anchored"].mean())
+        out[f"{split}/gain_over_copy_anchored"] = out[f"{split}/psnr_anchored"] - out[f"{split}/psnr_copy"]
         out[f"{split}/gain_over_copy_tokens"] = out[f"{split}/psnr"] - out[f"{split}/psnr_copy_tokens"]
         if stage == "dynamics":
           out[f"{split}/psnr_shuffled"] = float(r["psnr_shuffled"].mean())
@@ -133,6 +199,8 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
     return {}
   summary = {"steps": trn.steps, "params": dyn.param_count(state.params), "context": context,
              "horizon": horizon, **last}
+  if stage == "dynamics" and d.get("probe_horizon", 0):
+    summary.update(probe_report(config, workdir, ds, tok_ds, model, state.params, decode, gen, views, progress))
   if sharding.lead():  # every process holds the same results; one writes them
     if stage == "dynamics":
       _write_videos(workdir, last_frames, context, ds)
@@ -142,17 +210,84 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   return summary
 
 
+def state_probe(config, workdir: str, tok_ds, decode, views: int, progress: bool = True,
+                max_frames: int = 20_000) -> tuple[probe_lib.ProbeConfig, Any]:
+  """The state probe of this token dataset: trained once on the train split's front frames as the
+  tokenizer decodes them (what the probe will read off imagined frames), then kept in WORKDIR/probe/probe.npz
+  with the token fingerprint it was trained on. -> (probe config, params)."""
+  d = config.dynamics_train
+  cfg = probe_lib.ProbeConfig(steps=d.get("probe_steps", 3000))
+  path = os.path.join(workdir, "probe", "probe.npz")
+  tag = f"{tok_ds.meta['fingerprint']}/steps{cfg.steps}"
+  side = int(np.sqrt(tok_ds.tokens_per_frame // views))
+  if os.path.exists(path):
+    with np.load(path) as z:
+      if str(z["tag"]) == tag:
+        flat = {tuple(k.split("/")): jnp.asarray(z[k]) for k in z.files if k != "tag"}
+        return cfg, traverse_util.unflatten_dict(flat)
+  if "state" not in tok_ds.read("train", 0):
+    raise ValueError(f"{tok_ds.path} holds no simulator states (made before they were kept): delete it and "
+                     "run the tokenize stage again")
+  tokens, tasks, states = [], [], []
+  for i in range(tok_ds.num_episodes("train")):
+    e = tok_ds.read("train", i)
+    tokens.append(e["tokens"][:, :side * side])
+    tasks.append(e["task"])
+    states.append(e["state"])
+  tokens, tasks, states = np.concatenate(tokens), np.concatenate(tasks), np.concatenate(states)
+  pick = np.random.default_rng(config.seed).permutation(len(tokens))[:max_frames]
+  frames = np.concatenate([
+      np.asarray(jnp.clip(decode(jnp.asarray(tokens[c].reshape(-1, side, side))) * 255.0 + 0.5, 0, 255)
+                 ).astype(np.uint8) for c in np.array_split(pick, max(1, len(pick) // 256))])
+  params = probe_lib.train(cfg, frames, tasks[pick], probe_lib.positions(states[pick]),
+                           jax.random.PRNGKey(config.seed + 5), progress=progress)
+  if sharding.lead():
+    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
+    media.write_npz(path, {**flat, "tag": np.asarray(tag)})
+  return cfg, params
+
+
+def probe_report(config, workdir: str, ds, tok_ds, model: dyn.Dynamics, params, decode,
+                 gen: generate.GenerateConfig, views: int, progress: bool = True) -> dict:
+  """The state probe on `probe_horizon`-step open loops from `eval_context` real frames of each held-out
+  split (wm_eval.probe_open_loop): {"SPLIT/probe_OBJECT_KIND": per-step cm, ..._final: the last step}."""
+  d = config.dynamics_train
+  probe_cfg, probe_params = state_probe(config, workdir, tok_ds, decode, views, progress)
+  predict = probe_lib.make_predict(probe_cfg)
+  context, horizon = d.eval_context, d.probe_horizon
+  run = wm_eval.make_rollout(model, context, horizon, gen)
+  out = {"probe_horizon": horizon}
+  for split in [s for s in ds.splits if s == "val" or s.startswith("ood")]:
+    wcfg = WindowConfig(batch_size=d.eval_windows, window=context + horizon, with_state=True)
+    tb = WindowLoader(tok_ds, split, wcfg, seed=9).batch(0)
+    keep = np.flatnonzero(tb["mask"].all(axis=1))
+    if not len(keep):
+      continue
+    r = wm_eval.probe_open_loop(run, params, decode, predict, probe_params, {k: v[keep] for k, v in tb.items()},
+                                context, views, jax.random.PRNGKey(13))
+    out[f"{split}/probe_windows"] = int(len(keep))
+    for k, v in r.items():
+      name = f"{split}/{k.replace('/', '_')}"
+      out[name] = [round(float(x), 3) for x in v]
+      out[f"{name}_final"] = float(v[-1])
+  return out
+
+
 def _train_config(config) -> dynamics_train.DynamicsTrainConfig:
   d = config.dynamics_train
-  return dynamics_train.DynamicsTrainConfig(batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup,
-                                            weight_decay=d.weight_decay, grad_clip=d.grad_clip,
-                                            done_weight=d.done_weight)
+  return dynamics_train.DynamicsTrainConfig(
+      batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup, weight_decay=d.weight_decay,
+      grad_clip=d.grad_clip, done_weight=d.done_weight, mask_schedule=d.get("mask_schedule", "cosine"),
+      mask_min=d.get("mask_min", 0.5), context_noise=d.get("context_noise", 0.0),
+      action_dropout=d.get("action_dropout", 0.0), changed_weight=d.get("changed_weight", 1.0)).validate()
 
 
 def _dynamics_compat(config, mcfg: dyn.DynamicsConfig, tok_ds, stage: str) -> dict:
   # remat computes the same function; f32 is what checkpoints written before `dtype` existed hold.
+  # Switches at their old default are left out, so checkpoints written before a switch existed still load.
+  defaults = {"dtype": "float32", "action_film": False, "output": "codes", "levels": ()}
   arch = {k: v for k, v in dataclasses.asdict(mcfg).items()
-          if k != "remat" and not (k == "dtype" and v == "float32")}
+          if k != "remat" and not (k in defaults and v == defaults[k])}
   return {stage: arch, "batch_size": config.dynamics_train.batch_size, "seed": config.seed,
           "tokens": tok_ds.meta["fingerprint"]}
 

@@ -20,11 +20,23 @@ import jax.numpy as jnp
 from rsr.world_model.fsq import FSQ
 
 
+NORMS = ("group", "pixel")
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
   channels: tuple[int, ...] = (32, 64)  # one stage per factor-2 downsampling
   res_blocks: int = 1  # residual blocks per stage
   levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ levels: 1000 codes
+  # "group": GroupNorm (MAGVIT-style; its statistics span the whole image, so a change anywhere moves
+  # every latent a little); "pixel": each position's channels normalised on their own, so a token's latent
+  # depends only on the pixels within its receptive field.
+  norm: str = "group"
+
+  def validate(self) -> "TokenizerConfig":
+    if self.norm not in NORMS:
+      raise ValueError(f"tokenizer norm must be one of {NORMS}, got {self.norm!r}")
+    return self
 
   @property
   def downsample(self) -> int:
@@ -39,14 +51,19 @@ def _groups(c: int) -> int:
   return min(8, c)
 
 
+def _norm(kind: str, channels: int) -> nn.Module:
+  return nn.GroupNorm(num_groups=_groups(channels)) if kind == "group" else nn.LayerNorm()
+
+
 class ResBlock(nn.Module):
   channels: int
+  norm: str = "group"
 
   @nn.compact
   def __call__(self, x):
-    h = nn.GroupNorm(num_groups=_groups(x.shape[-1]))(x)
+    h = _norm(self.norm, x.shape[-1])(x)
     h = nn.Conv(self.channels, (3, 3))(nn.swish(h))
-    h = nn.GroupNorm(num_groups=_groups(self.channels))(h)
+    h = _norm(self.norm, self.channels)(h)
     h = nn.Conv(self.channels, (3, 3))(nn.swish(h))
     if x.shape[-1] != self.channels:
       x = nn.Conv(self.channels, (1, 1))(x)
@@ -81,9 +98,9 @@ class Encoder(nn.Module):
       if i:
         x = nn.Conv(c, (4, 4), strides=(2, 2))(x)
       for _ in range(self.config.res_blocks):
-        x = ResBlock(c)(x)
+        x = ResBlock(c, self.config.norm)(x)
       feats.append(x)
-    x = nn.GroupNorm(num_groups=_groups(x.shape[-1]))(x)
+    x = _norm(self.config.norm, x.shape[-1])(x)
     return nn.Conv(len(self.config.levels), (1, 1))(nn.swish(x)), feats
 
 
@@ -100,8 +117,8 @@ class Decoder(nn.Module):
         b, h, w, ch = x.shape
         x = nn.Conv(c, (3, 3))(jax.image.resize(x, (b, 2 * h, 2 * w, ch), "nearest"))
       for _ in range(self.config.res_blocks):
-        x = ResBlock(c)(x)
-    x = nn.GroupNorm(num_groups=_groups(x.shape[-1]))(x)
+        x = ResBlock(c, self.config.norm)(x)
+    x = _norm(self.config.norm, x.shape[-1])(x)
     return depth_to_space(nn.Conv(12, (3, 3))(nn.swish(x)))
 
 
@@ -114,6 +131,7 @@ class Tokenizer(nn.Module):
   config: TokenizerConfig
 
   def setup(self):
+    self.config.validate()
     self.fsq = FSQ(self.config.levels)
     self.encoder = Encoder(self.config)
     self.decoder = Decoder(self.config)
@@ -136,6 +154,13 @@ class Tokenizer(nn.Module):
     z, _ = self.encoder(to_unit(x) * 2.0 - 1.0)
     codes = self.fsq.codes(self.fsq.quantize(z))
     return codes.reshape(lead + codes.shape[1:])
+
+  def encode_bounded(self, rgb: jax.Array) -> jax.Array:
+    """uint8[..., H, W, 3] -> bounded latents f32[..., h, w, d] in level units (FSQ.sticky_codes input)."""
+    x, lead = self._flat(rgb, 3)
+    z, _ = self.encoder(to_unit(x) * 2.0 - 1.0)
+    b = self.fsq.bound(z)
+    return b.reshape(lead + b.shape[1:])
 
   def decode(self, codes: jax.Array) -> jax.Array:
     """token ids i32[..., h, w] -> f32[..., H, W, 3] in [0, 1]."""

@@ -88,15 +88,36 @@ def perplexity(codes: np.ndarray, codebook_size: int) -> float:
   return float(np.exp(-(p * np.log(p)).sum()))
 
 
+def token_stability(frames: np.ndarray, tokens: np.ndarray, patch: int) -> dict[str, int]:
+  """How often tokens stay put where pixels do, over one episode's consecutive frame pairs.
+
+  frames uint8[L, V, H, W, 3], tokens [L, V * h * w] with h = H / patch -> counts over every (pair,
+  position): "positions"; "equal" tokens; "unchanged" token-sized pixel patches (no pixel changed);
+  "flicker": tokens that changed where their patch did not; "missed": tokens that stayed where their patch
+  changed. equal / positions and unchanged / positions are the token and patch stability shares."""
+  if len(frames) < 2:
+    return {"positions": 0, "equal": 0, "unchanged": 0, "flicker": 0, "missed": 0}
+  l, v, h, w, _ = frames.shape
+  p = frames.reshape(l, v, h // patch, patch, w // patch, patch, 3)
+  unchanged = np.all(p[1:] == p[:-1], axis=(3, 5, 6)).reshape(l - 1, -1)
+  equal = tokens[1:] == tokens[:-1]
+  return {"positions": int(equal.size), "equal": int(equal.sum()), "unchanged": int(unchanged.sum()),
+          "flicker": int((unchanged & ~equal).sum()), "missed": int((~unchanged & equal).sum())}
+
+
 def tokenizer_config(config) -> TokenizerConfig:
   """The TokenizerConfig of a world_model.py config."""
   return TokenizerConfig(channels=tuple(config.tokenizer.channels), res_blocks=int(config.tokenizer.res_blocks),
-                         levels=tuple(config.tokenizer.levels))
+                         levels=tuple(config.tokenizer.levels),
+                         norm=config.tokenizer.get("norm", "group")).validate()
 
 
 def checkpoint_compat(config, ds) -> dict:
   """What a tokenizer checkpoint must agree on to be resumed or loaded: model, frames, batch, seed."""
-  return {"tokenizer": dataclasses.asdict(tokenizer_config(config)), "image": [ds.spec.height, ds.spec.width],
+  model = dataclasses.asdict(tokenizer_config(config))
+  if model["norm"] == "group":  # what checkpoints written before `norm` existed hold
+    del model["norm"]
+  return {"tokenizer": model, "image": [ds.spec.height, ds.spec.width],
           "cameras": list(ds.frame_keys), "batch_size": config.tokenizer_train.batch_size, "seed": config.seed}
 
 

@@ -126,13 +126,13 @@ def test_ppo_raises_endogenous_return_in_world_model(wm_setup):
   @jax.jit
   def evaluate(p):
     ep = rollout_lib.rollout(env, policy.mean_policy(model.apply, p, acfg.use_goal), jax.random.PRNGKey(5),
-                             jnp.zeros((episodes,), jnp.int32), horizon)
+                             jnp.full((episodes,), -1, jnp.int32), horizon)
     return {"return": ep.ret.mean(), "success": ep.success.mean(), "length": ep.length.mean()}
 
   before = {k: float(v) for k, v in evaluate(params).items()}
   fcfg = policy.ppo_config(c)
   opt = ppo.make_optimizer(fcfg.ppo)
-  state = jax.jit(lambda ep, k: fused.init_state(make_env(ep), params, opt, k, jnp.zeros((fcfg.num_envs,), jnp.int32),
+  state = jax.jit(lambda ep, k: fused.init_state(make_env(ep), params, opt, k, jnp.full((fcfg.num_envs,), -1, jnp.int32),
                                                  fcfg.num_envs))(env_params, jax.random.PRNGKey(c.seed + 1))
   step = fused.make_fused_step(make_env, model.apply, opt, fcfg)
   calls, warm = 30, 1  # 150 updates; the first call (5 updates) trains the critic only

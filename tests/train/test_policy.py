@@ -49,7 +49,7 @@ def test_world_model_env_protocol(wm, distance):
   make_env, params, bank = policy.world_model_env(c, ds, progress=False)
   env = make_env(params)
   n = 4
-  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.zeros((n,), jnp.int32))
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.full((n,), -1, jnp.int32))
   spec = env.observation_spec()
   for k, s in spec.items():
     assert state.obs[k].shape == (n,) + s.shape and state.obs[k].dtype == s.dtype, k
@@ -74,6 +74,38 @@ def test_world_model_env_protocol(wm, distance):
   assert dones[:c.wm_env.horizon].any(axis=0).all()  # every env ended by the horizon (truncation at least)
 
 
+def test_mid_episode_starts_and_anchored_frames(wm):
+  """wm_env.starts="any" draws context windows from inside episodes (not only their first frames), and
+  render="anchored" shows the start's real last frame at reset and keeps the real pixels where imagination
+  leaves the scene as it was; a start index >= 0 picks that bank entry."""
+  c, ds, _, _, _ = wm
+  c = _config(c.data_dir, c.world_model_dir, **{"wm_env.starts": "any", "wm_env.render": "anchored",
+                                                 "wm_env.goal": "real"})
+  make_env, params, bank = policy.world_model_env(c, ds, progress=False)
+  tok_ds_eps = {}
+  from rsr.world_model import pipeline
+  wcfg = policy.world_model_config(c.world_model_dir)
+  tok_ds = pipeline.tokenize_stage(wcfg, c.world_model_dir, ds, progress=False)
+  offsets = set()
+  for k in range(bank.size):
+    ctx = np.asarray(bank.context[k])
+    for i in range(tok_ds.num_episodes(c.wm_env.split)):
+      e = tok_ds_eps.setdefault(i, tok_ds.read(c.wm_env.split, i)["tokens"])
+      hits = [t for t in range(len(e) - len(ctx) + 1) if np.array_equal(e[t:t + len(ctx)], ctx)]
+      if hits:
+        offsets.add(hits[0])
+        break
+  assert max(offsets) > 0, f"every start is an episode's first frame (offsets {sorted(offsets)})"
+  env = make_env(params)
+  n = bank.size
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.arange(n, dtype=jnp.int32))
+  np.testing.assert_array_equal(np.asarray(state.obs["rgb"]), np.asarray(bank.anchor[:, 0]))
+  inner = state.inner
+  decoded = np.asarray(jax.jit(lambda t: env.env.env.env._decode(t))(inner.tokens))
+  real = np.asarray(bank.anchor).astype(np.float32) / 255.0
+  np.testing.assert_allclose(decoded + np.asarray(inner.offset), real, atol=1e-5)
+
+
 def test_world_model_env_chunks_step_the_same(wm):
   """wm_env.chunk steps the batch in pieces: the same frames, rewards and dones as one piece, also with a
   chunk that does not divide the batch (3 of 4: chunks of 2)."""
@@ -83,7 +115,7 @@ def test_world_model_env_chunks_step_the_same(wm):
   for chunk in (0, 2, 3):
     make_env, params, _ = policy.world_model_env(c, ds, progress=False, chunk=chunk)
     env = make_env(params)
-    state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.zeros((n,), jnp.int32))
+    state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.full((n,), -1, jnp.int32))
     step = jax.jit(env.step)
     # The chunks are a loop (lax.map) in the step's program; one piece has none.
     assert ("scan[" in str(jax.make_jaxpr(env.step)(state, jnp.zeros((n, 5))))) == (chunk > 0)
@@ -131,7 +163,7 @@ def test_learned_reward_runs_the_reward_head(wm):
   c = _config(c.data_dir, c.world_model_dir, reward="learned")
   make_env, params, _ = policy.world_model_env(c, ds, progress=False)
   env = make_env(params)
-  state = env.reset(jax.random.split(jax.random.PRNGKey(1), 2), jnp.zeros((2,), jnp.int32))
+  state = env.reset(jax.random.split(jax.random.PRNGKey(1), 2), jnp.full((2,), -1, jnp.int32))
   state = jax.jit(env.step)(state, jnp.zeros((2, 5)))
   assert np.isfinite(np.asarray(state.reward)).all()
   head = params.reward_head
@@ -161,7 +193,7 @@ out = {}
 for n in (1, 8):
   mesh = sharding.make_mesh(n)
   state = jax.jit(lambda ep: fused.init_state(make_env(ep), params, opt, jax.random.PRNGKey(1),
-                                              jnp.zeros((fcfg.num_envs,), jnp.int32), fcfg.num_envs))(env_params)
+                                              jnp.full((fcfg.num_envs,), -1, jnp.int32), fcfg.num_envs))(env_params)
   state = fused.place(state, mesh, fcfg.num_envs)
   ep = sharding.replicate(env_params, mesh)
   step = fused.make_fused_step(make_env, model.apply, opt, fcfg, sharding.batch_constraint(mesh, fcfg.num_envs))

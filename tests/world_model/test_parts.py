@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rsr.world_model import dynamics as dyn
-from rsr.world_model import dynamics_train, generate
+from rsr.world_model import dynamics_train, generate, token_head
 from rsr.world_model.fsq import FSQ
 from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig, depth_to_space, space_to_depth
 
@@ -97,12 +97,24 @@ def test_maskgit_schedule_and_imagine():
 
 
 def test_argmax_and_attention_match_their_plain_forms():
-  """generate._argmax is jnp.argmax (first index on ties) with the top logit; attend is softmax attention
-  (normalised after the weighted sum), with and without a mask."""
+  """The greedy token of one softmax over codes is jnp.argmax (first index on ties) with its log-probability;
+  over FSQ digits it is the code of each digit's argmax, scored by the sum of their log-probabilities;
+  attend is softmax attention (normalised after the weighted sum), with and without a mask."""
   logits = jnp.asarray(np.random.default_rng(0).integers(0, 4, (5, 7, 11)), jnp.float32)  # many ties
-  idx, top = generate._argmax(logits)
+  idx, logp = token_head.greedy("codes", (), logits)
   np.testing.assert_array_equal(idx, jnp.argmax(logits, axis=-1))
-  np.testing.assert_array_equal(top, jnp.max(logits, axis=-1))
+  np.testing.assert_allclose(logp, jnp.max(jax.nn.log_softmax(logits), axis=-1), rtol=1e-6)
+  levels = (3, 2, 4)
+  digit_logits = jax.random.normal(jax.random.PRNGKey(3), (5, 9))
+  tok, logp = token_head.greedy("digits", levels, digit_logits)
+  parts = np.split(np.asarray(digit_logits), [3, 5], axis=-1)
+  want = sum(p.argmax(-1) * b for p, b in zip(parts, (1, 3, 6)))
+  np.testing.assert_array_equal(tok, want)
+  np.testing.assert_allclose(logp, token_head.log_prob("digits", levels, digit_logits, tok), rtol=1e-5)
+  all_codes = jnp.arange(24)
+  every = jax.vmap(lambda t: token_head.log_prob("digits", levels, digit_logits, jnp.full((5,), t)))(all_codes)
+  np.testing.assert_allclose(jax.nn.logsumexp(every, axis=0), 0.0, atol=1e-5)  # a distribution over codes
+  np.testing.assert_array_equal(tok, every.argmax(axis=0))
   q, k, v = (jax.random.normal(kk, (2, 6, 3, 4)) for kk in jax.random.split(jax.random.PRNGKey(0), 3))
   mask = np.tril(np.ones((6, 6), bool))
   for m in (None, mask):
@@ -168,10 +180,12 @@ def test_loss_and_changed_token_metrics_by_hand():
   batch = {"action": jnp.zeros((4, 3, 5)), "task": jnp.zeros((4,), jnp.int32), "done": jnp.zeros((4, 3)),
            "mask": jnp.ones((4, 3), bool)}
   p = m.init(k, moving, batch["action"], batch["task"])
+  no_done = dynamics_train.DynamicsTrainConfig(done_weight=0.0)
   static = jnp.broadcast_to(moving[:, :1], moving.shape)
-  assert float(dynamics_train.losses(m, p, dict(batch, tokens=static), k, 0.0)[1]["changed_frac"]) == 0.0
-  loss, metrics = dynamics_train.losses(m, p, dict(batch, tokens=moving), k, 0.0)
-  mask = np.asarray(dynamics_train.sample_mask(k, moving.shape))  # the same key: the same mask
+  assert float(dynamics_train.losses(m, p, dict(batch, tokens=static), k, no_done)[1]["changed_frac"]) == 0.0
+  loss, metrics = dynamics_train.losses(m, p, dict(batch, tokens=moving), k, no_done)
+  k_mask = jax.random.split(k, 4)[0]  # the key `losses` draws its mask with: the same mask
+  mask = np.asarray(dynamics_train.sample_mask(k_mask, moving.shape))
   logits, _ = m.apply(p, jnp.where(mask, cfg.mask_id, moving), batch["action"], batch["task"], moving)
   tok = np.asarray(moving)
   ce = np.take_along_axis(np.asarray(-jax.nn.log_softmax(logits)), tok[..., None], -1)[..., 0]
