@@ -148,6 +148,37 @@ def test_damaged_latest_checkpoint_falls_back(case, straight_losses, tmp_path, c
   print(f"{case}: {seconds:.2f}s: {lines[0]}")
 
 
+def test_binary_resumes_past_a_damaged_checkpoint(tiny_dataset, tmp_path):
+  """A real stage as a user runs it (the tiny tokenizer, checkpoints at 4, 8, 12): _METADATA of the
+  finished step 12 removed, the same command again resumes from step 8 and ends with the same metrics."""
+  workdir = tmp_path / "wm"
+  cmd = ("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
+         f"--config.data_dir={tiny_dataset}", "--config.stages=tokenizer", f"--workdir={workdir}")
+  r, _ = _run(*cmd, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  before, result = (workdir / "metrics.jsonl").read_text(), r.stdout
+  directory = workdir / "checkpoints" / "tokenizer"
+  assert sorted(int(d) for d in os.listdir(directory) if d.isdigit()) == [8, 12]
+  os.remove(directory / "12" / "state" / "_METADATA")
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  t0 = time.time()
+  proc = subprocess.Popen([sys.executable, "-m", *cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  seen = None
+  for line in proc.stderr:  # the moment the user is told
+    if line.startswith("checkpoint: ") and seen is None:
+      seen = (time.time() - t0, line.strip())
+  out = proc.stdout.read()
+  assert proc.wait(timeout=600) == 0
+  assert seen is not None
+  assert seen[1] == (f"checkpoint: step 12 in {directory} is damaged: {directory}/12/state/_METADATA is missing; "
+                     f"moved it to {directory}/damaged/12 and resuming from step 8"), seen[1]
+  assert (workdir / "metrics.jsonl").read_text() == before
+  assert [ln for ln in out.splitlines() if ln.startswith("tokenizer:")] == \
+      [ln for ln in result.splitlines() if ln.startswith("tokenizer:")]
+  print(f"train_world_model, step 12 _METADATA removed: told after {seen[0]:.1f}s: {seen[1]}")
+
+
 def test_damaged_checkpoint_without_fallback_is_named(tmp_path):
   """A direct restore (evaluation, a later stage's load) does not move anything: it names step and file."""
   workdir = str(tmp_path)
