@@ -12,7 +12,9 @@ Three phases, each safe to kill at any moment (kill -9 included):
      manifest (shard sizes + SHA-256) are written and synced.
   3. publish: one `os.rename` of the finished directory to `WORKDIR/data/rsr_tabletop/1.0.0/`; only then
      are the chunks and the staging area removed. Until the rename nothing loads as a dataset
-     (`dataset.find` says the collection is unfinished); after it, a re-run reports the dataset complete.
+     (`dataset.find` says the collection is unfinished, with the command that finishes it:
+     `resume_command`); after it, a re-run checks every shard against the manifest's SHA-256 and reports
+     the dataset complete, or names the shard that changed.
 A workdir whose chunks or dataset were made with a different config is refused with the differing fields.
 """
 
@@ -274,6 +276,12 @@ def collect(config: Mapping[str, Any], workdir: str, progress: bool = True) -> s
   final = dataset_lib.dataset_dir(workdir)
   if os.path.exists(os.path.join(final, dataset_lib.MANIFEST)):
     _check_same(os.path.join(final, "config.json"), conf, f"the dataset at {final}")
+    try:  # "complete" is a claim about content: sizes alone miss a changed byte
+      dataset_lib.open_dataset(final, verify="checksum")
+    except dataset_lib.DatasetError as e:
+      raise dataset_lib.DatasetError(
+          f"the finished dataset in {workdir} was altered after it was published: {e}. Restore the file, or "
+          f"delete {os.path.join(workdir, 'data')} and run the same command again to collect it anew") from None
     _cleanup(workdir)
     logging.info("dataset already complete at %s", final)
     return final
@@ -317,6 +325,37 @@ def collect(config: Mapping[str, Any], workdir: str, progress: bool = True) -> s
   logging.info("published %s (%d episodes, %.1f MB) in %.0f s", final, card["episodes"],
                card["bytes"] / 1e6, time.time() - t0)
   return final
+
+
+def resume_command(workdir: str) -> str:
+  """The command that finishes the unfinished collection in `workdir`, as a user types it: its preset and
+  every field that differs from the preset, read from the config it was started with."""
+  import shlex
+
+  # The presets are data (experiments/configs); only this message reads them.
+  from experiments.configs import collect as presets
+
+  with open(os.path.join(workdir, ".collect", "config.json")) as f:
+    stored = json.load(f)
+  preset = stored.get("preset", "cpu")
+  base = configs.plain(presets.get_config(preset).to_dict())
+  args = [f"--config=experiments/configs/collect.py:{preset}"]
+  for field in sorted(stored):
+    if field != "preset" and stored[field] != base.get(field):
+      args.append(f"--config.{field}={_override(stored[field])}")
+  args.append(f"--workdir={workdir}")
+
+  def quote(a: str) -> str:  # "('ood_color',)" reads better than shlex's '"'"' dance, and means the same
+    return a if shlex.quote(a) == a else f'"{a}"' if not set('"$`\\!') & set(a) else shlex.quote(a)
+
+  return "python -m experiments.collect " + " ".join(quote(a) for a in args)
+
+
+def _override(value: Any) -> str:
+  """A config value as ml_collections parses it back from --config.FIELD=VALUE."""
+  if isinstance(value, list):
+    return repr(tuple(value))
+  return value if isinstance(value, str) else repr(value)
 
 
 def _cleanup(workdir: str) -> None:

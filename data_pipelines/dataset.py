@@ -47,8 +47,13 @@ def find(path: str) -> str:
     if os.path.exists(os.path.join(c, "dataset_info.json")):
       raise DatasetError(f"{c} has no {MANIFEST}: it is not a finished dataset from experiments.collect")
   if os.path.isdir(os.path.join(path, ".collect")):
-    raise DatasetError(f"{path} holds an unfinished collection; run `python -m experiments.collect "
-                       f"--workdir={path}` (with the same config) again to finish it")
+    from data_pipelines import collect  # it imports this module
+
+    try:
+      command = collect.resume_command(path)
+    except (OSError, ValueError, KeyError):  # no readable config: the user knows best how it was started
+      command = f"python -m experiments.collect --config=... --workdir={path}"
+    raise DatasetError(f"{path} holds an unfinished collection; finish it with `{command}`")
   if not os.path.exists(path):
     raise DatasetError(f"no dataset at {path}: the path does not exist")
   raise DatasetError(f"no dataset at {path}: looked for {MANIFEST} in " + ", ".join(candidates))

@@ -61,7 +61,8 @@ def scene_shapes() -> dict[str, tuple[tuple[int, ...], str]]:
   """Shapes and dtypes of one SceneParams, from the scene sampler itself (no copy to drift)."""
   from rsr.envs.tabletop import scenes
 
-  shapes = jax.eval_shape(lambda k: scenes.sample(k, "id"), jax.random.PRNGKey(0))
+  # An abstract key: a concrete one would run (and compile) a program just to be looked at.
+  shapes = jax.eval_shape(lambda k: scenes.sample(k, "id"), jax.ShapeDtypeStruct((2,), np.uint32))
   return {f.name: (tuple(getattr(shapes, f.name).shape), np.dtype(getattr(shapes, f.name).dtype).name)
           for f in dataclasses.fields(shapes)}
 

@@ -37,9 +37,9 @@ import os
 import platform
 import time
 
-from absl import app, flags
+from absl import flags
 
-from experiments.common import usage_errors
+from experiments.common import usage_errors, run
 
 BENCHES = ("sim", "data", "world_model", "imagination", "scaling")
 _ONLY = flags.DEFINE_string("only", ",".join(BENCHES), f"Comma list of entries to run: {', '.join(BENCHES)}.")
@@ -612,4 +612,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run(main)

@@ -19,7 +19,7 @@ import os
 
 from absl import app, flags
 
-from experiments.common import usage_errors
+from experiments.common import run
 
 _POLICY = flags.DEFINE_string("policy", "expert", "'expert' (scripted, privileged) or a train_policy workdir.")
 _TASK = flags.DEFINE_string("task", "", "Task name, comma list, or 'all' (default: all; a PPO checkpoint's own "
@@ -53,23 +53,22 @@ def main(argv):
     raise app.UsageError(f"--noise must be >= 0, got {_NOISE.value}")
   if _VIDEOS.value is not None and not 0 <= _VIDEOS.value <= _EPISODES.value:
     raise app.UsageError(f"--videos must be in [0, --episodes={_EPISODES.value}], got {_VIDEOS.value}")
-  with usage_errors():
-    splits = ev.expand(_SPLIT.value, SPLITS, "split")
-    if _TASK.value:
-      tasks = ev.expand(_TASK.value, TASK_NAMES, "task")
-    if _POLICY.value == ev.EXPERT:
-      spec, about = ev.expert_spec(_NOISE.value), {"policy": ev.EXPERT, "noise": _NOISE.value}
-      default_tasks = list(TASK_NAMES)
-    else:
-      if _NOISE.value:
-        raise ValueError("--noise applies to the expert only (a checkpoint is evaluated with its mean action)")
-      from rsr.eval import trained as trained_lib
-      trained = trained_lib.load(_POLICY.value)
-      spec, about = ev.trained_spec(trained), trained.describe()
-      default_tasks = [trained.task] if trained.task else list(TASK_NAMES)
-      if not trained.finished:
-        print(f"note: the {trained.stage} stage in {trained.workdir} is unfinished (step {trained.step}); "
-              "evaluating its latest checkpoint")
+  splits = ev.expand(_SPLIT.value, SPLITS, "split")
+  if _TASK.value:
+    tasks = ev.expand(_TASK.value, TASK_NAMES, "task")
+  if _POLICY.value == ev.EXPERT:
+    spec, about = ev.expert_spec(_NOISE.value), {"policy": ev.EXPERT, "noise": _NOISE.value}
+    default_tasks = list(TASK_NAMES)
+  else:
+    if _NOISE.value:
+      raise ValueError("--noise applies to the expert only (a checkpoint is evaluated with its mean action)")
+    from rsr.eval import trained as trained_lib
+    trained = trained_lib.load(_POLICY.value)
+    spec, about = ev.trained_spec(trained), trained.describe()
+    default_tasks = [trained.task] if trained.task else list(TASK_NAMES)
+    if not trained.finished:
+      print(f"note: the {trained.stage} stage in {trained.workdir} is unfinished (step {trained.step}); "
+            "evaluating its latest checkpoint")
   tasks = tasks if _TASK.value else default_tasks
   videos = _VIDEOS.value if _VIDEOS.value is not None else (0 if spec.name == ev.EXPERT else 2)
   video_dir = _VIDEO_DIR.value or (os.path.join(os.path.dirname(os.path.abspath(_OUT.value)), "videos")
@@ -98,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run(main)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
-from experiments.common import usage_errors
+from experiments.common import run
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "The dataset (collect workdir or dataset directory).",
                                 required=True)
@@ -55,14 +55,13 @@ def main(argv):
   from rsr.eval import evaluate as ev
   from rsr.utils import media
 
-  with usage_errors():
-    if _EPISODES.value <= 0:
-      raise ValueError(f"--episodes must be positive, got {_EPISODES.value}")
-    ds = dataset_lib.open_dataset(_DATA_DIR.value)
-    splits = ev.expand(_SPLIT.value, ds.splits, "split")
-    with open(os.path.join(ds.path, "card.md")) as f:
-      print(f.read())
-    sheet = contact_sheet(ds, splits, _EPISODES.value, _SEED.value)
+  if _EPISODES.value <= 0:
+    raise ValueError(f"--episodes must be positive, got {_EPISODES.value}")
+  ds = dataset_lib.open_dataset(_DATA_DIR.value)
+  splits = ev.expand(_SPLIT.value, ds.splits, "split")
+  with open(os.path.join(ds.path, "card.md")) as f:
+    print(f.read())
+  sheet = contact_sheet(ds, splits, _EPISODES.value, _SEED.value)
   out = _OUT.value
   if out is None:
     # DATA/rsr_tabletop/1.0.0 inside a collect workdir: write beside the data, not into the dataset.
@@ -74,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run(main)

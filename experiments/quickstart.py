@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from experiments.common import run_and_report
+from experiments.common import define_config_file, run, run_and_report
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "quickstart.py") + ":cpu",
     "Quickstart config file and preset (tiny, cpu, paper).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Where every sub-run and the tables go.")
@@ -34,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run(main)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from experiments.common import run_and_report
+from experiments.common import define_config_file, run, run_and_report
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "reproduce.py") + ":cpu",
     "Reproduce config file and preset (tiny, cpu, paper).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "Where every sub-run and the tables go.")
@@ -31,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run(main)

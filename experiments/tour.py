@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from experiments.common import usage_errors
+from experiments.common import define_config_file, run
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "tour.py") + ":cpu",
     "Tour config file and preset (tiny, cpu, paper).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/tour", "Where every output goes.")
@@ -69,8 +68,7 @@ def run_task(task: str, c, splits) -> dict:
 def main(argv):
   del argv
   c = _CONFIG.value
-  with usage_errors():
-    tasks = _validate(c)
+  tasks = _validate(c)
 
   import numpy as np
   from tqdm.auto import tqdm
@@ -121,4 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run(main)

@@ -16,17 +16,14 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from experiments.common import initialize_distributed, parse_stages, usage_errors
+from experiments.common import define_config_file, initialize_distributed, parse_stages, run
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "policy.py") + ":cpu",
     "Policy config file and preset (tiny, cpu, paper).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/policy", "Where checkpoints, metrics and videos go.")
-
-STAGES = ("bc", "ppo")
 
 
 def main(argv):
@@ -40,21 +37,19 @@ def main(argv):
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   c = _CONFIG.value
-  with usage_errors():
-    stages = parse_stages(c.stages, STAGES)
-    policy.check(c)
-    ds = open_dataset(c.data_dir)
+  stages = parse_stages(c.stages, policy.STAGES)
+  ds = open_dataset(c.data_dir)
+  policy.check(c, stages, ds)  # every stage's settings and the world model PPO loads, before BC compiles
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
   if sharding.lead():
     media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
-  with usage_errors():
-    if "bc" in stages:
-      print("bc: " + json.dumps(policy.bc_stage(c, workdir, ds)))
-    if "ppo" in stages:
-      print("ppo: " + json.dumps(policy.ppo_stage(c, workdir, ds)))
+  if "bc" in stages:
+    print("bc: " + json.dumps(policy.bc_stage(c, workdir, ds)))
+  if "ppo" in stages:
+    print("ppo: " + json.dumps(policy.ppo_stage(c, workdir, ds)))
   print(f"workdir: {workdir}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run(main)

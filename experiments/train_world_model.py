@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from experiments.common import initialize_distributed, parse_stages, usage_errors
+from experiments.common import define_config_file, initialize_distributed, parse_stages, run
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "world_model.py") + ":cpu",
     "World-model config file and preset (tiny, cpu, paper).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/world_model", "Where checkpoints, metrics and images go.")
@@ -32,37 +31,35 @@ def main(argv):
   from experiments.configs.world_model import STAGES
   from rsr.train import sharding
   from rsr.utils import media
-  from rsr.world_model import tokenizer_train
+  from rsr.world_model import pipeline, tokenizer_train
 
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   c = _CONFIG.value
-  with usage_errors():
-    stages = parse_stages(c.stages, STAGES)
-    ds = open_dataset(c.data_dir)
+  stages = parse_stages(c.stages, STAGES)
+  ds = open_dataset(c.data_dir)
+  pipeline.check(c, stages, ds.spec)  # every stage's settings, before the first one compiles anything
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
   if sharding.lead():
     media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
-  from rsr.world_model import pipeline
 
-  with usage_errors():
-    if "tokenizer" in stages:
-      print("tokenizer: " + json.dumps(tokenizer_train.train(c, workdir, ds)))
-    tok_ds = None
-    if {"tokenize", "dynamics", "goal", "reward"} & set(stages):
-      tok_ds = pipeline.tokenize_stage(c, workdir, ds)
-      print(f"tokens: {tok_ds.path} ({tok_ds.tokens_per_frame} tokens per frame)")
-    for stage in ("dynamics", "goal"):
-      if stage in stages:
-        print(f"{stage}: " + json.dumps(pipeline.dynamics_stage(c, workdir, ds, tok_ds, stage=stage)))
-    if "reward" in stages:
-      from rsr.rewards import learned
-      from rsr.rewards import quality
-      align, imagine = quality.for_world_model(c, workdir, ds, tok_ds)
-      print("reward: " + json.dumps(learned.reward_stage(c, workdir, tok_ds, align=align, imagine=imagine)))
+  if "tokenizer" in stages:
+    print("tokenizer: " + json.dumps(tokenizer_train.train(c, workdir, ds)))
+  tok_ds = None
+  if {"tokenize", "dynamics", "goal", "reward"} & set(stages):
+    tok_ds = pipeline.tokenize_stage(c, workdir, ds)
+    print(f"tokens: {tok_ds.path} ({tok_ds.tokens_per_frame} tokens per frame)")
+  for stage in ("dynamics", "goal"):
+    if stage in stages:
+      print(f"{stage}: " + json.dumps(pipeline.dynamics_stage(c, workdir, ds, tok_ds, stage=stage)))
+  if "reward" in stages:
+    from rsr.rewards import learned
+    from rsr.rewards import quality
+    align, imagine = quality.for_world_model(c, workdir, ds, tok_ds)
+    print("reward: " + json.dumps(learned.reward_stage(c, workdir, tok_ds, align=align, imagine=imagine)))
   print(f"workdir: {workdir}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run(main)

@@ -30,6 +30,7 @@ Killed anywhere, the same command continues: the stages resume from their checkp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -133,8 +134,13 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   wm_dir = os.path.abspath(config.world_model_dir) if config.world_model_dir else os.path.join(workdir, "world_model")
   if config.data_dir and not os.path.isdir(data_dir):
     raise ValueError(f"data_dir: {data_dir} does not exist")
-  if not config.data_dir:
-    collect_lib.CollectConfig.from_config(_collect_config(config, tasks))
+  ds = None
+  if config.data_dir:
+    from data_pipelines import dataset as dataset_lib
+    ds = dataset_lib.open_dataset(data_dir, verify="none")  # the manifest only: the stages verify the shards
+    spec = ds.spec
+  else:
+    spec = collect_lib.CollectConfig.from_config(_collect_config(config, tasks)).spec()
 
   needs_wm = any(METHODS[m] and METHODS[m][0] == "world_model" for m in methods)
   stages: list[str] = []
@@ -147,12 +153,32 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
       raise ValueError(f"world_model.stages lacks {', '.join(missing)}, which the methods need")
     if config.world_model_dir and not os.path.isfile(os.path.join(wm_dir, "config.json")):
       raise ValueError(f"world_model_dir: no {os.path.join(wm_dir, 'config.json')} (a train_world_model workdir)")
+    if not config.world_model_dir:
+      from rsr.world_model import pipeline
+      with _fields_of(config, "world_model"):
+        pipeline.check(world_model_config_for(config, data_dir), stages, spec)
   p = Plan(workdir=workdir, methods=methods, tasks=tasks, seeds=seeds, splits=splits, data_dir=data_dir,
            world_model_dir=wm_dir, own_data=not config.data_dir, own_world_model=not config.world_model_dir,
            world_model_stages=stages)
-  for m in methods:
-    policy_lib.check(policy_config(config, p, m, tasks[0], seeds[0]))
+  for m in methods:  # with the dataset in hand, a given world model is checked against it too
+    with _fields_of(config, "policy"):
+      policy_lib.check(policy_config(config, p, m, tasks[0], seeds[0]), ds=ds if config.world_model_dir else None)
   return p
+
+
+@contextlib.contextmanager
+def _fields_of(config, section: str):
+  """A sub-config's ValueError naming one of its fields (`ppo.num_envs must be ...`) names it as the user
+  sets it here (`policy.ppo.num_envs must be ...`)."""
+  try:
+    yield
+  except ValueError as e:
+    message = str(e)
+    head = message.split(" ", 1)[0].rstrip(":,")
+    group = config[section]
+    if "." in head and isinstance(group.get(head.split(".", 1)[0]), ml_collections.ConfigDict):
+      raise ValueError(f"{section}.{message}") from None
+    raise
 
 
 def _collect_config(config, tasks: list[str]) -> ml_collections.ConfigDict:
@@ -162,8 +188,12 @@ def _collect_config(config, tasks: list[str]) -> ml_collections.ConfigDict:
 
 
 def world_model_config(config, p: Plan) -> ml_collections.ConfigDict:
+  return world_model_config_for(config, p.data_dir)
+
+
+def world_model_config_for(config, data_dir: str) -> ml_collections.ConfigDict:
   c = copy.deepcopy(config.world_model)
-  c.data_dir = p.data_dir
+  c.data_dir = data_dir
   return c
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 
 from rsr.eval import rollout as rollout_lib
+from rsr.train.checkpoint import CheckpointError
 
 STAGES = ("bc", "ppo")
 # The starts of the errors rsr.train raises about a checkpoint directory (unfinished, another config).
@@ -109,8 +110,8 @@ def load(workdir: str) -> TrainedPolicy:
     else:
       params, step, finished = policy_lib.load_bc(config, workdir, image_size), config.bc.steps, True
   except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds; the user needs the path
-    if isinstance(e, ValueError) and str(e).startswith(_OWN_ERRORS):  # ours: they name the directory
-      raise ValueError(str(e).strip().splitlines()[0]) from None
+    if isinstance(e, CheckpointError) or (isinstance(e, ValueError) and str(e).startswith(_OWN_ERRORS)):
+      raise ValueError(str(e).strip().splitlines()[0]) from None  # ours: they name the directory and step
     raise ValueError(f"cannot read the {stage} checkpoint in {directory}: {_one_line(e)}") from None
   return TrainedPolicy(workdir=workdir, config=config, stage=stage, step=int(step), finished=finished,
                        image_size=image_size, params=params)

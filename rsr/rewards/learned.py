@@ -94,6 +94,16 @@ def settings(config) -> dict[str, Any]:
   return {k: group.get(k, v) for k, v in TRAIN_DEFAULTS.items()}
 
 
+def check(config) -> None:
+  """The reward stage's settings (ValueErrors naming `reward_head.FIELD`), before anything compiles."""
+  from rsr.utils import checks
+
+  s = settings(config)
+  checks.positive(s, "reward_head", "d_model", "hidden", "batch_size", "steps", "lr", "grad_clip", "eval_every",
+                  "checkpoint_every", "eval_windows", "quality_episodes")
+  checks.non_negative(s, "reward_head", "warmup", "weight_decay")
+
+
 def head_config(config, vocab: int, tokens_per_frame: int) -> RewardHeadConfig:
   s = settings(config)
   return RewardHeadConfig(vocab=int(vocab), tokens_per_frame=int(tokens_per_frame), d_model=s["d_model"],
@@ -178,6 +188,7 @@ def reward_stage(config, workdir: str, tok_ds, progress: bool = True,
   (`{split}/imagined_align_spearman`, `{split}/imagined_reward_spearman`, ...)."""
   from rsr.world_model import tokenizer_train
 
+  check(config)
   s = settings(config)
   vocab = tokenizer_train.tokenizer_config(config).codebook_size
   hcfg = head_config(config, vocab, tok_ds.tokens_per_frame)

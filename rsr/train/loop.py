@@ -4,8 +4,14 @@ A stage hands over its initial state (a pytree with an integer `step` field), a 
 `(state, batch) -> (state, metrics)`, a `WindowLoader` (or None for a stage that makes its own data, such
 as PPO: its batch is then None), and an evaluation `state -> metrics`. Resuming restores the state AND the
 loader's position from the latest checkpoint, so the batches, and therefore the losses, after a resume are
-those of an uninterrupted run. A non-finite `loss` stops the stage with an error before anything is logged
-or saved, so the latest checkpoint is always the last good state.
+those of an uninterrupted run. A damaged latest checkpoint is moved aside and the previous kept one resumed
+(rsr/train/checkpoint.py): the same batches follow, so the metrics match an undamaged run's.
+
+A non-finite `loss` stops the stage with a FloatingPointError before anything is logged or saved, and a
+checkpoint is saved only when every value in it is finite: so every kept checkpoint was saved after a run
+of steps whose losses were all finite. Finite is not sound, though: a run that diverges passes through
+huge finite values first, so the error names the kept steps and their losses rather than calling the
+latest one good.
 
 With a `mesh` (rsr/train/sharding.py) the state is placed on it (replicated, or FSDP-sharded on `model`),
 the loader assembles every batch as a global array split over all devices from each process's own part,
@@ -48,11 +54,12 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
   loader = loader if loader is not None else _NoData()
   loader_state = loader.init_state()
   if ckpt.latest_step() is not None:
-    state, extra = ckpt.restore(state)
+    state, extra = ckpt.restore(state, fallback=True)
     loader_state = LoaderState(step=np.asarray(extra["loader_step"], np.int64))
   start = int(state.step)
   writer = MetricsWriter(workdir, stage, resume_step=start) if lead else _NoWriter()
   last: dict = {}
+  losses: dict[int, float] = {}  # step -> loss since the last save (the NaN stop reports them)
   it = loader.iterate(loader_state, sharding=batch_sharding)
   bar = tqdm(total=steps, initial=start, desc=stage, unit="step", disable=not (progress and lead),
              dynamic_ncols=True)
@@ -66,9 +73,9 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
         state = sharding.place(state, placed)
       done = s + 1
       if "loss" in m and not np.isfinite(float(m["loss"])):
-        raise FloatingPointError(
-            f"{stage}: the loss is {float(m['loss'])} at step {done}; stopped without saving. The latest "
-            f"checkpoint in {ckpt.directory} (step {ckpt.latest_step()}) is the last good state")
+        raise FloatingPointError(_diverged(stage, float(m["loss"]), done, ckpt, losses))
+      if "loss" in m:
+        losses[done] = float(m["loss"])
       if done % log_every == 0 or done == steps:
         m = {k: float(v) for k, v in m.items()}
         writer.write(done, {f"train/{k}": v for k, v in m.items()})
@@ -77,7 +84,9 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
         last = dict(evaluate(state))
         writer.write(done, last)
       if done % checkpoint_every == 0 or done == steps:
-        ckpt.save(done, state, {"loader_step": int(loader_state.step)})
+        ckpt.save(done, state, {"loader_step": int(loader_state.step), **({"loss": losses[done]} if done in losses
+                                                                          else {})})
+        losses = {}
       bar.update(1)
   finally:
     bar.close()
@@ -87,6 +96,30 @@ def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: 
   if not last:  # nothing left to train: report on the restored final state
     last = dict(evaluate(state))
   return state, last, True
+
+
+def _diverged(stage: str, loss: float, step: int, ckpt: Checkpointer, losses: Mapping[int, float]) -> str:
+  """The NaN stop's message: where it stopped, what is kept (with the loss each step was saved at), what to
+  do. The run is deterministic: resumed with the same config, it diverges again at the same step."""
+  kept = ckpt.steps()
+  head = f"{stage}: the loss is {loss} at step {step}; stopped without saving. "
+  advice = "Lower the stage's learning rate or raise its gradient clipping, then re-run"
+  if not kept:
+    return head + f"No checkpoint was saved yet in {ckpt.directory}: a re-run starts the stage over. " + advice
+
+  def saved_at(s: int) -> str:
+    try:
+      x = ckpt.read_extra(s).get("loss")
+    except Exception:  # noqa: BLE001 - only for this message; a resume verifies the step anyway
+      return ""
+    return f" (loss {x:.4g})" if x is not None else ""
+
+  last = f", last {losses[max(losses)]:.4g} at step {max(losses)}" if losses else ""
+  return (head + f"Kept in {ckpt.directory}: " + ", ".join(f"step {s}{saved_at(s)}" for s in kept)
+          + f"; the loss stayed finite from step {kept[-1]} to {step - 1}{last}, but a re-run with the same "
+          f"config resumes from step {kept[-1]} and diverges the same way. " + advice
+          + f" (to start from step {kept[0]} instead, move {os.path.join(ckpt.directory, str(kept[-1]))} away)"
+          * (len(kept) > 1))
 
 
 class _NoWriter:

@@ -46,8 +46,18 @@ def agent_config(config) -> AgentConfig:
                      init_log_std=a.init_log_std)
 
 
-def check(config) -> None:
-  """ValueErrors naming the field for what cannot work together (before anything compiles)."""
+STAGES = ("bc", "ppo")
+
+
+def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) -> None:
+  """Every setting of the policy `stages` a command will run, before anything compiles: ValueErrors naming
+  the field. `stages` defaults to config.stages. With the dataset (`ds`, data_pipelines.Dataset) also what the stages need of it (BC's
+  demonstrations) and of the world model PPO would train in: world_model_dir exists, is a
+  train_world_model workdir holding the stages PPO loads, and was trained on frames of the dataset's size."""
+  from rsr.envs import SPLITS
+  from rsr.utils import checks
+
+  stages = [x.strip() for x in config.stages.split(",") if x.strip()] if stages is None else stages
   if config.task not in TASKS:
     raise ValueError(f"task: unknown {config.task!r}; valid: {', '.join(TASKS)}")
   if config.env not in ENVS:
@@ -69,6 +79,87 @@ def check(config) -> None:
     raise ValueError("agent.use_goal needs env=world_model (the simulator has no goal image)")
   if config.bc.episodes not in ("demos", "all"):
     raise ValueError(f"bc.episodes must be 'demos' or 'all', got {config.bc.episodes!r}")
+  checks.positive_ints(config.agent.channels, "agent.channels")
+  checks.positive(config.agent, "agent", "hidden")
+  # BC's steps and batch matter to PPO too: it loads the finished BC checkpoint by them.
+  checks.positive(config.bc, "bc", "steps", "batch_size", "lr", "checkpoint_every")
+  checks.non_negative(config.bc, "bc", "shift")
+  if ds is not None and "bc" in stages:
+    for split in ("train", "val"):
+      bc_episodes(config, ds, split)
+  if "ppo" not in stages:
+    return
+  p = config.ppo
+  checks.positive(p, "ppo", "updates", "num_envs", "rollout_len", "updates_per_call", "epochs", "minibatches", "lr",
+                  "clip_eps", "max_grad_norm", "checkpoint_every", "eval_every")
+  checks.non_negative(p, "ppo", "critic_warmup", "vf_coef", "ent_coef")
+  for name in ("gamma", "lam"):
+    if not 0.0 <= p[name] <= 1.0:
+      raise ValueError(f"ppo.{name} must be in [0, 1], got {p[name]!r}")
+  try:
+    ppo_config(config)
+  except ValueError as e:
+    raise ValueError(f"ppo: {e}") from None
+  checks.divides_devices(p.num_envs, "ppo.num_envs")
+  e = config.eval
+  for split in [x.strip() for x in e.splits.split(",") if x.strip()]:
+    if split not in SPLITS:
+      raise ValueError(f"eval.splits: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+  checks.positive(e, "eval", "episodes")
+  checks.non_negative(e, "eval", "videos")
+  if config.env != "world_model":
+    return
+  w = config.wm_env
+  checks.positive(w, "wm_env", "horizon", "context", "max_starts")
+  if not 0.0 < w.done_threshold < 1.0:
+    raise ValueError(f"wm_env.done_threshold must be in (0, 1), got {w.done_threshold!r}")
+  checks.one_of(w.goal, "wm_env.goal", ("model", "real"))
+  try:
+    reward_config(config)
+  except ValueError as e:
+    raise ValueError(f"rewards: {e}") from None
+  if ds is not None:
+    check_world_model(config, ds.spec)
+
+
+def check_world_model(config, spec) -> None:
+  """world_model_dir against what PPO in it loads: its config, the tokenizer (trained on frames of the
+  dataset's size and cameras), WM_act, WM_goal (wm_env.goal=model) and the reward head (reward=learned)."""
+  from data_pipelines import dataset as dataset_lib
+
+  wdir = os.path.abspath(config.world_model_dir)
+  field = f"world_model_dir {wdir}"
+  if not os.path.isdir(wdir):
+    raise ValueError(f"{field} does not exist; train one there with `python -m experiments.train_world_model "
+                     f"--workdir={wdir}`, or point --config.world_model_dir at one")
+  if os.path.isdir(dataset_lib.dataset_dir(wdir)) or os.path.isdir(os.path.join(wdir, ".collect")):
+    raise ValueError(f"{field} is a collect workdir (a dataset), not a train_world_model workdir: pass it as "
+                     "--config.data_dir, and a world model as --config.world_model_dir")
+  if not os.path.isfile(os.path.join(wdir, "config.json")):
+    raise ValueError(f"{field} has no config.json: not a train_world_model workdir")
+  wcfg = world_model_config(wdir)
+  need = ["tokenizer", "dynamics"] + ["goal"] * (config.wm_env.goal == "model") + ["reward"] * (config.reward == "learned")
+  for stage in need:
+    directory = os.path.join(wdir, "checkpoints", stage)
+    steps = [n for n in (os.listdir(directory) if os.path.isdir(directory) else []) if n.isdigit()]
+    if not steps:
+      raise ValueError(f"{field} has no '{stage}' checkpoint ({directory}), which PPO with env=world_model"
+                       f"{', wm_env.goal=model' if stage == 'goal' else ''}{', reward=learned' if stage == 'reward' else ''}"
+                       f" loads; run experiments.train_world_model there with --config.stages including {stage}")
+  compat = os.path.join(wdir, "checkpoints", "tokenizer", "compat.json")
+  try:
+    with open(compat) as f:
+      stored = json.load(f)
+    image, cameras = [int(v) for v in stored["image"]], list(stored["cameras"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{field}: cannot read {compat} ({type(e).__name__}: {e})") from None
+  from data_pipelines import rlds
+
+  want = [rlds.camera_key(c) for c in spec.cameras]
+  if image != [spec.height, spec.width] or cameras != want:
+    raise ValueError(f"{field} (preset {wcfg.get('preset', '?')!r}) was trained on {image[0]}x{image[1]} frames "
+                     f"of {', '.join(cameras)}; data_dir holds {spec.height}x{spec.width} frames of {', '.join(want)}: "
+                     "use a world model trained on this dataset's frames")
 
 
 # ---- behaviour cloning ------------------------------------------------------------------------------
@@ -87,6 +178,8 @@ def _bc_optimizer(config) -> optax.GradientTransformation:
 def bc_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
   """Behaviour cloning on the train split (every task; windows of one frame)."""
   from data_pipelines.loader import WindowConfig, WindowLoader
+
+  check(config, ("bc",))
 
   acfg = agent_config(config)
   model = ActorCritic(acfg)
@@ -331,7 +424,7 @@ def sim_evaluator(config, ds, apply_fn):
 def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int | None = None,
               mesh=None) -> dict:
   """Critic warm-up, then PPO in config.env from the BC parameters; evaluation in the simulator."""
-  check(config)
+  check(config, ("ppo",), ds)
   fcfg = ppo_config(config)
   acfg = agent_config(config)
   model = ActorCritic(acfg)

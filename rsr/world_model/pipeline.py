@@ -35,6 +35,42 @@ from rsr.world_model.fsq import FSQ
 from rsr.world_model.tokenizer import Tokenizer
 
 
+def check(config, stages, spec) -> None:
+  """Every setting of the world-model `stages` a command will run (tokenizer, tokenize, dynamics, goal,
+  reward), against the dataset's frames (`spec`: rlds.DatasetSpec) and the devices present: ValueErrors
+  naming the field, before anything compiles, so that a stage running later in the same command cannot
+  fail on its settings after the earlier ones trained."""
+  tokenizer_train.check(config, spec)  # every later stage loads the tokenizer these fields describe
+  if {"dynamics", "goal"} & set(stages):
+    check_dynamics(config, spec)
+  if "reward" in stages:
+    from rsr.rewards import learned
+    learned.check(config)
+
+
+def check_dynamics(config, spec) -> None:
+  """The settings WM_act and WM_goal both train with (dynamics, dynamics_train, generate, mesh)."""
+  from data_pipelines.loader import DONE_LABELS
+  from rsr.utils import checks
+
+  tcfg = tokenizer_train.tokenizer_config(config)
+  checks.positive(config.dynamics, "dynamics", "d_model", "layers", "heads", "mlp_ratio", "window")
+  n = len(spec.cameras) * (spec.height // tcfg.downsample) * (spec.width // tcfg.downsample)
+  for section, build in (("dynamics", lambda: dynamics_train.dynamics_config(config, tcfg.codebook_size, n, "action")),
+                         ("generate", lambda: generate.GenerateConfig.from_config(config.generate))):
+    try:
+      build()
+    except ValueError as e:  # the dataclasses name the field, not the config section it sits in
+      raise ValueError(f"{section}.{e}") from None
+  d = config.dynamics_train
+  checks.positive(d, "dynamics_train", "batch_size", "steps", "lr", "grad_clip", "eval_every", "checkpoint_every",
+                  "eval_windows", "eval_context", "eval_horizon", "goal_episodes", "goal_max_steps", "ramp_steps")
+  checks.non_negative(d, "dynamics_train", "warmup", "weight_decay", "done_weight")
+  checks.one_of(d.done_label, "dynamics_train.done_label", DONE_LABELS)
+  m = config.get("mesh", None) or {}
+  checks.divides_devices(d.batch_size, "dynamics_train.batch_size", checks.mesh_model(m.get("model", 1)))
+
+
 def load_tokenizer(config, workdir: str, ds) -> tuple[Tokenizer, dict, str]:
   """The trained tokenizer: (model, params, identity string for fingerprints)."""
   tcfg = tokenizer_train.tokenizer_config(config)
@@ -131,6 +167,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   model the goal images it imagines from held-out first frames."""
   if stage not in ("dynamics", "goal"):
     raise ValueError(f"stage must be 'dynamics' or 'goal', got {stage!r}")
+  check_dynamics(config, ds.spec)
   tcfg = tokenizer_train.tokenizer_config(config)
   tok_model, tok_params, _ = load_tokenizer(config, workdir, ds)
   conditioning = "action" if stage == "dynamics" else "task"

@@ -112,6 +112,29 @@ def tokenizer_config(config) -> TokenizerConfig:
                          norm=config.tokenizer.get("norm", "group")).validate()
 
 
+def check(config, spec) -> None:
+  """Every tokenizer setting, against the dataset's frames (`spec`: rlds.DatasetSpec) and the devices
+  present: ValueErrors naming the field, before anything compiles. The later stages load this tokenizer,
+  so they check its model fields too."""
+  from rsr.utils import checks
+
+  tok = config.tokenizer
+  channels = checks.positive_ints(tok.channels, "tokenizer.channels")
+  checks.positive_ints(tok.levels, "tokenizer.levels", least=2)
+  checks.non_negative(tok, "tokenizer", "res_blocks")
+  down = 2 ** len(channels)
+  if spec.height % down or spec.width % down:
+    raise ValueError(f"tokenizer.channels has {len(channels)} stages (downsampling by {down}), which does not "
+                     f"divide the dataset's {spec.height}x{spec.width} frames")
+  t = config.tokenizer_train
+  checks.positive(t, "tokenizer_train", "batch_size", "steps", "lr", "grad_clip", "eval_every", "checkpoint_every",
+                  "eval_frames")
+  checks.non_negative(t, "tokenizer_train", "warmup", "weight_decay")
+  m = config.get("mesh", None) or {}
+  devices = checks.mesh_model(m.get("model", 1))
+  checks.divides_devices(t.batch_size, "tokenizer_train.batch_size", devices)
+
+
 def checkpoint_compat(config, ds) -> dict:
   """What a tokenizer checkpoint must agree on to be resumed or loaded: model, frames, batch, seed."""
   model = dataclasses.asdict(tokenizer_config(config))
@@ -153,10 +176,8 @@ def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: i
   t = config.tokenizer_train
   trn = TokenizerTrainConfig(batch_size=t.batch_size, steps=t.steps, lr=t.lr, warmup=t.warmup,
                              weight_decay=t.weight_decay, grad_clip=t.grad_clip)
+  check(config, ds.spec)
   h, w = ds.spec.height, ds.spec.width
-  if h % tcfg.downsample or w % tcfg.downsample:
-    raise ValueError(f"tokenizer.channels has {len(tcfg.channels)} stages (downsampling by {tcfg.downsample}), "
-                     f"which does not divide the dataset's {h}x{w} frames")
   cameras = tuple(rlds.camera_key(c) for c in ds.spec.cameras)
   loader = WindowLoader(ds, "train", WindowConfig(batch_size=trn.batch_size, window=1), seed=config.seed)
   model = Tokenizer(tcfg)
