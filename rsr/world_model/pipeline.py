@@ -67,6 +67,11 @@ def check_dynamics(config, spec) -> None:
                   "eval_windows", "eval_context", "eval_horizon", "goal_episodes", "goal_max_steps", "ramp_steps")
   checks.non_negative(d, "dynamics_train", "warmup", "weight_decay", "done_weight")
   checks.one_of(d.done_label, "dynamics_train.done_label", DONE_LABELS)
+  checks.non_negative(d, "dynamics_train", *[k for k in ("probe_horizon", "probe_steps") if k in d])
+  try:
+    _train_config(config)
+  except ValueError as e:
+    raise ValueError(f"dynamics_train.{e}") from None
   m = config.get("mesh", None) or {}
   checks.divides_devices(d.batch_size, "dynamics_train.batch_size", checks.mesh_model(m.get("model", 1)))
 

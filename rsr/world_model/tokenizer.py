@@ -35,7 +35,7 @@ class TokenizerConfig:
 
   def validate(self) -> "TokenizerConfig":
     if self.norm not in NORMS:
-      raise ValueError(f"tokenizer norm must be one of {NORMS}, got {self.norm!r}")
+      raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
     return self
 
   @property

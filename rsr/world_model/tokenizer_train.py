@@ -121,7 +121,11 @@ def check(config, spec) -> None:
   tok = config.tokenizer
   channels = checks.positive_ints(tok.channels, "tokenizer.channels")
   checks.positive_ints(tok.levels, "tokenizer.levels", least=2)
-  checks.non_negative(tok, "tokenizer", "res_blocks")
+  checks.non_negative(tok, "tokenizer", "res_blocks", *[k for k in ("sticky_margin",) if k in tok])
+  try:
+    tokenizer_config(config)
+  except ValueError as e:
+    raise ValueError(f"tokenizer.{e}") from None
   down = 2 ** len(channels)
   if spec.height % down or spec.width % down:
     raise ValueError(f"tokenizer.channels has {len(channels)} stages (downsampling by {down}), which does not "
