@@ -31,7 +31,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     return c
 
   # pick_cube: of the four tasks, the one behaviour cloning learns soonest from few demonstrations
-  # (WORKSPACE.md, BC length; push_cube stayed at 0% at this budget, so every cell of the table was 0).
+  # (docs/decisions.md, BC length; push_cube stayed at 0% at this budget, so every cell of the table was 0).
   c.tasks = "pick_cube"
   # Data: one task, 160 + 16 ID episodes (reproduce cpu: 224 + 16 per task) and 16 ood_all episodes for the
   # world model's OOD report.

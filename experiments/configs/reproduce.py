@@ -8,7 +8,7 @@ tiny   tests: push_cube, one seed, every method; tiny stages (16x16 frames); min
 cpu    every task, 3 seeds, the cpu presets of every stage (64x64); hours on 2 cores, mostly the world
        model and PPO inside it (the quickstart runs a one-seed slice of it).
 paper  the paper's scale: every task, 5 seeds, 128x128 front + wrist data, every OOD family evaluated with
-       100 episodes per cell; an accelerator (WORKSPACE.md gives the expected cost).
+       100 episodes per cell; an accelerator (docs/decisions.md gives the expected cost).
 gpu, tpu_pod  paper, with the world-model and policy presets of that name (bf16, remat, FSDP, env counts
        sized for one GPU or a pod slice); the data is paper's.
 

@@ -1,9 +1,8 @@
 """World-model presets: `--config=experiments/configs/world_model.py:PRESET` with PRESET in tiny, cpu, paper.
 
 tiny   tests: a tokenizer of a few thousand parameters on 16x16 frames, tens of steps.
-cpu    64x64 frames -> 16x16 tokens over FSQ levels (8, 5, 5, 5) = 1000 codes; budgets that meet the
-       world model's bars on the cpu collection (tokenizer ~21 min, dynamics ~1 h on 2 cores; measured in
-       WORKSPACE.md); the quickstart cuts them (experiments/configs/quickstart.py).
+cpu    64x64 frames -> 16x16 tokens over FSQ levels (8, 5, 5, 5) = 1000 codes; the budgets of
+       docs/decisions.md (tokenizer ~21 min, dynamics ~1 h on 2 cores); the quickstart cuts them (experiments/configs/quickstart.py).
 paper  128x128 frames (front + wrist) -> 16x16 tokens per view, levels (8, 8, 8, 6, 5) = 15360 codes.
 gpu    paper's model on one GPU: bf16 matmuls, remat, a batch that fits 80 GB.
 tpu_pod  paper's model on a pod slice: bf16, remat, FSDP over a `model` axis of 8, a global batch of 512.
