@@ -10,8 +10,12 @@ from rsr.eval import diagnostics
 def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
   (tmp_path / "tables").mkdir()
   reports = {"tokenizer": {"steps": 10, "val/psnr": 29.747, "ood_all/psnr": 20.8},
+             "tokenize": {"val/token_stability": 0.8263, "val/patch_stability": 0.8541},
              "dynamics": {"val/gain_over_copy": 0.0176, "val/gain_over_copy_ci95": 0.0627,
-                          "ood_all/gain_over_copy": -6.6, "val/gain_over_shuffled": 0.0834, "val/done_auc": 0.9647},
+                          "ood_all/gain_over_copy": -6.6, "val/gain_over_copy_anchored": -0.028,
+                          "val/gain_over_shuffled": 0.0834, "val/done_auc": 0.9647,
+                          "val/probe_gripper_imagined_final": 14.44, "val/probe_gripper_copy_final": 14.3,
+                          "val/probe_cube_a_imagined_final": 14.35},
              "reward": {"val/align_spearman_within": 0.712, "ood_all/imagined_reward_spearman_within": -0.453}}
   for stage, r in reports.items():
     (tmp_path / "tables" / f"{stage}.json").write_text(json.dumps(r))
@@ -19,13 +23,19 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
   assert loaded == reports and diagnostics.splits(loaded) == ["val", "ood_all"]
   lines = diagnostics.markdown(loaded).splitlines()
   assert lines[0] == "| world model, held out | val | ood_all |"
-  assert lines[2] == "| tokenizer PSNR (dB) | 29.75 | 20.80 |"
-  assert lines[3] == "| open-loop gain over copy-last-frame (dB) | +0.02 ± 0.06 | -6.60 |"
-  assert lines[4] == "| gain over shuffled actions (dB) | +0.083 | n/a |"
-  assert lines[5] == "| done AUC | 0.965 | n/a |"
-  assert lines[6] == "| endogenous alignment ~ task, real frames | +0.71 | n/a |"
-  assert lines[7] == "| endogenous reward ~ task, imagined frames | n/a | -0.45 |"
-  assert lines[8] == "| learned reward head ~ task, real frames | n/a | n/a |"
+  assert lines[2:] == [
+      "| tokenizer PSNR (dB) | 29.75 | 20.80 |",
+      "| token / patch stability | 0.826 / 0.854 | n/a |",
+      "| open-loop gain over copy-last-frame (dB) | +0.02 ± 0.06 | -6.60 |",
+      "| same, anchored frames (dB) | -0.03 | n/a |",
+      "| gain over shuffled actions (dB) | +0.083 | n/a |",
+      "| gripper error, imagined / copy (cm) | 14.4 / 14.3 | n/a |",
+      "| cube error, imagined / copy (cm) | n/a | n/a |",  # one of the pair missing: not half a cell
+      "| done AUC | 0.965 | n/a |",
+      "| endogenous alignment ~ task, real frames | +0.71 | n/a |",
+      "| endogenous reward ~ task, imagined frames | n/a | -0.45 |",
+      "| learned reward head ~ task, real frames | n/a | n/a |",
+  ]
   assert len(lines) == 2 + len(diagnostics.ROWS)
 
 
