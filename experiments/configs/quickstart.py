@@ -46,6 +46,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   w.tokenizer_train.eval_frames = 128
   w.dynamics_train.steps, w.dynamics_train.eval_every, w.dynamics_train.checkpoint_every = 240, 120, 120
   w.dynamics_train.eval_windows = 32
+  w.dynamics_train.probe_steps = 1000  # the state probe: a third of the cpu preset's training, for time
   w.reward_head.steps, w.reward_head.eval_every, w.reward_head.checkpoint_every = 300, 300, 300
 
   # Policies: the same BC initialisation, then 10 PPO updates of 32 environments x 16 steps per method
