@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from data_pipelines import open_dataset
 from experiments.configs import world_model as wm_configs
 from rsr.world_model import pipeline, tokenizer_train
+from rsr.world_model.fsq import FSQ
 from rsr.world_model.tokenizer import Tokenizer
 
 
@@ -85,5 +87,17 @@ def test_tokenized_dataset_matches_the_tokenizer(setup):
   model, params, _ = pipeline.load_tokenizer(c, straight, ds)
   e = ds.read("val", 1)
   codes = np.asarray(jax.jit(lambda x: model.apply(params, x, method=type(model).encode))(e["rgb"]))
-  np.testing.assert_array_equal(tok.read("val", 1)["tokens"], codes.reshape(len(codes), -1))
+  tokens = tok.read("val", 1)["tokens"]
+  np.testing.assert_array_equal(tokens[0], codes[0].reshape(-1))  # the first frame: plain rounding
+  # Later frames: hysteresis against the previous frame's levels (tokenizer.sticky_margin), by hand.
+  margin = c.tokenizer.sticky_margin
+  bounded = np.asarray(jax.jit(lambda x: model.apply(params, x, method=type(model).encode_bounded))(e["rgb"]))
+  levels = [np.round(bounded[0])]
+  for b in bounded[1:]:
+    keep = np.all(np.abs(b - levels[-1]) <= 0.5 + margin, axis=-1, keepdims=True)
+    levels.append(np.where(keep, levels[-1], np.round(b)))
+  half = np.asarray(c.tokenizer.levels) // 2
+  by_hand = np.asarray(FSQ(tuple(c.tokenizer.levels)).codes(jnp.asarray(np.stack(levels) / half)))
+  np.testing.assert_array_equal(tokens, by_hand.reshape(len(by_hand), -1))
+  assert margin == 0 or (tokens != codes.reshape(len(codes), -1)).any()  # the hysteresis did something
   np.testing.assert_array_equal(tok.read("val", 1)["action"], e["action"])
