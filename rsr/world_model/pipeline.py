@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -25,7 +24,7 @@ from data_pipelines import tokenized
 from data_pipelines.loader import WindowConfig, WindowLoader
 from rsr.train import loop, sharding
 from rsr.train.checkpoint import Checkpointer
-from rsr.utils import configs, media
+from rsr.utils import media
 from rsr.world_model import dynamics as dyn
 from rsr.world_model import dynamics_train, generate
 from rsr.world_model import probe as probe_lib
