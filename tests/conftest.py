@@ -4,6 +4,11 @@ JIT compilation of an env's reset and step dominates the tests' run time (tens o
 2-core CPU), so each task's batched env is compiled once per session and shared by every module that
 asks for it: protocol, determinism, experts, the renderer oracle and the physics oracle. Likewise one
 tiny dataset is collected per session (`tiny_dataset`) for the data-pipeline and binary tests.
+
+The suite runs on pytest-xdist workers (pyproject's addopts: `-n auto`, one file per worker at a time):
+the 2 cores of a CI machine sit half idle under one process, since compilation is single-threaded. The
+on-disk fixtures (the tiny dataset and world model, minutes each) are built once and shared by the
+workers; `-p no:xdist` runs everything in one process.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import dataclasses  # noqa: E402
+import fcntl  # noqa: E402
+import pathlib  # noqa: E402
+import shutil  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import jax  # noqa: E402
@@ -57,6 +65,32 @@ class BatchedEnv:
     return self.step(state, action), carry, action
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+  """`-n auto`: one worker per core, at most one per 8 GB of memory (a worker and the binaries it starts
+  peak near 6 GB)."""
+  memory_gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+  return max(1, min(os.cpu_count() or 1, int(memory_gb // 8)))
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[str], None]) -> str:
+  """A directory `build(path)` fills, made once per test run: under xdist the first worker to ask builds
+  it under a lock and the others wait for it and read it. Returns the path."""
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    path = tmp_path_factory.mktemp(name)
+    build(str(path))
+    return str(path)
+  root = pathlib.Path(tmp_path_factory.getbasetemp()).parent  # one per run, shared by its workers
+  path, done = root / name, root / f"{name}.done"
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      shutil.rmtree(path, ignore_errors=True)  # what a worker whose build failed left behind
+      path.mkdir()
+      build(str(path))
+      done.touch()
+  return str(path)
+
+
 @pytest.fixture(scope="session")
 def batched_env() -> Callable[[str], BatchedEnv]:
   """batched_env(task) -> BatchedEnv, compiled once per task per session."""
@@ -94,9 +128,8 @@ def tiny_dataset(tmp_path_factory) -> str:
   """A published tiny collection; returns its collect workdir. Tests must not modify it (copy it)."""
   from data_pipelines import collect
 
-  workdir = tmp_path_factory.mktemp("tiny_collect")
-  collect.collect(tiny_collect_config(), str(workdir), progress=False)
-  return str(workdir)
+  return built_once(tmp_path_factory, "tiny_collect",
+                    lambda workdir: collect.collect(tiny_collect_config(), workdir, progress=False))
 
 
 @pytest.fixture(scope="session")
@@ -107,10 +140,12 @@ def tiny_world_model(tiny_dataset, tmp_path_factory) -> str:
   import sys
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  workdir = tmp_path_factory.mktemp("tiny_world_model")
   env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  r = subprocess.run([sys.executable, "-m", "experiments.train_world_model",
-                      "--config=experiments/configs/world_model.py:tiny", f"--config.data_dir={tiny_dataset}",
-                      f"--workdir={workdir}"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
-  assert r.returncode == 0, r.stderr[-3000:]
-  return str(workdir)
+
+  def build(workdir: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "experiments.train_world_model",
+                        "--config=experiments/configs/world_model.py:tiny", f"--config.data_dir={tiny_dataset}",
+                        f"--workdir={workdir}"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+  return built_once(tmp_path_factory, "tiny_world_model", build)
