@@ -110,15 +110,10 @@ def tokenize_stage(config, workdir: str, ds, progress: bool = True) -> tokenized
     return tokenized.open_tokens(out, fingerprint)
   except tokenized.DatasetError:
     pass  # missing or stale: (re)build it
-  if margin:
-    encode = jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode_bounded))
-    fsq = FSQ(model.config.levels)
-    sticky = jax.jit(lambda b: fsq.sticky_codes(b, margin))
-    tokenized.tokenize(ds, lambda f: np.asarray(encode(f)), out, fingerprint, progress=progress,
-                       per_episode=lambda b: np.asarray(sticky(b)))
-  else:
-    encode = jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode))
-    tokenized.tokenize(ds, lambda f: np.asarray(encode(f)), out, fingerprint, progress=progress)
+  latents, codes = video_quantization(config, model, params)
+  per_episode = jax.jit(codes)
+  tokenized.tokenize(ds, lambda f: np.asarray(latents(f)), out, fingerprint, progress=progress,
+                     per_episode=(lambda b: np.asarray(per_episode(b))) if margin else None)
   tok_ds = tokenized.open_tokens(out, fingerprint)
   if sharding.lead():
     media.write_json(os.path.join(workdir, "tables", "tokenize.json"),
@@ -126,20 +121,29 @@ def tokenize_stage(config, workdir: str, ds, progress: bool = True) -> tokenized
   return tok_ds
 
 
+def video_quantization(config, model: Tokenizer, params):
+  """How the project turns video into tokens, in two parts: (latents, codes).
+
+  latents: frames uint8[..., H, W, 3] -> per-frame latents [..., h, w, (d)], jitted (batches of frames
+  from any episodes); codes: one view's latents of T consecutive frames [T, h, w, (d)] -> token ids
+  i32[T, h, w], pure (with `tokenizer.sticky_margin` > 0, FSQ hysteresis along T; else the identity)."""
+  margin = float(config.tokenizer.get("sticky_margin", 0.0))
+  if not margin:
+    return jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode)), lambda c: c
+  fsq = FSQ(model.config.levels)
+  return (jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode_bounded)),
+          lambda b: fsq.sticky_codes(b, margin))
+
+
 def video_encoder(config, model: Tokenizer, params):
   """encode(frames uint8[K, T, H, W, 3]: T consecutive frames of one view) -> token ids i32[K, T, h * w], as
-  the tokenize stage encodes a video (with `tokenizer.sticky_margin`'s hysteresis along T)."""
-  margin = float(config.tokenizer.get("sticky_margin", 0.0))
-  fsq = FSQ(model.config.levels)
+  the tokenize stage encodes a video (`video_quantization`)."""
+  latents, codes = video_quantization(config, model, params)
 
   @jax.jit
   def encode(frames):
-    if margin:
-      bounded = model.apply(params, frames, method=Tokenizer.encode_bounded)  # [K, T, h, w, d]
-      codes = jax.vmap(lambda b: fsq.sticky_codes(b, margin))(bounded)
-    else:
-      codes = model.apply(params, frames, method=Tokenizer.encode)
-    return codes.reshape(codes.shape[:2] + (-1,))
+    ids = jax.vmap(codes)(latents(frames))
+    return ids.reshape(ids.shape[:2] + (-1,))
 
   return lambda frames: np.asarray(encode(jnp.asarray(frames)))
 
@@ -214,6 +218,8 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
         if r["gain_over_copy_ci95"] is not None:
           out[f"{split}/gain_over_copy_ci95"] = float(r["gain_over_copy_ci95"])
         out[f"{split}/windows"] = r["windows"]
+        out[f"{split}/tokens_changed"] = r["changed"]
+        out[f"{split}/tokens_changed_real"] = r["changed_real"]
         out[f"{split}/psnr_copy_tokens"] = float(r["psnr_copy_tokens"].mean())
         out[f"{split}/psnr_anchored"] = float(r["psnr_anchored"].mean())
         out[f"{split}/gain_over_copy_anchored"] = out[f"{split}/psnr_anchored"] - out[f"{split}/psnr_copy"]
