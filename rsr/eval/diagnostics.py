@@ -11,6 +11,8 @@ dynamics,reward}.json:
                                          the 95% half-width); below 0 the model is worse than standing still;
                                          "anchored": imagined frames drawn against the real last frame
     gain over shuffled actions           dynamics: does it listen to its actions (dB)
+    tokens changed per step              share of tokens an imagined step changes, beside the real frames'
+                                         (near 0: imagination stands still)
     gripper / cube error after H steps   the state probe on imagined frames (cm), beside copy-last-frame's
     done AUC                             the done head that pays the success bonus
     reward ~ task, real / imagined       Spearman of the endogenous reward with the handcrafted reward within
@@ -33,6 +35,8 @@ ROWS = (
     ("open-loop gain over copy-last-frame (dB)", "dynamics", "gain_over_copy", "{:+.2f}", "gain_over_copy_ci95"),
     ("same, anchored frames (dB)", "dynamics", "gain_over_copy_anchored", "{:+.2f}", None),
     ("gain over shuffled actions (dB)", "dynamics", "gain_over_shuffled", "{:+.3f}", None),
+    ("tokens changed per step, imagined / real", "dynamics", ("tokens_changed", "tokens_changed_real"),
+     "{:.3f} / {:.3f}", None),
     ("gripper error, imagined / copy (cm)", "dynamics",
      ("probe_gripper_imagined_final", "probe_gripper_copy_final"), "{:.1f} / {:.1f}", None),
     ("cube error, imagined / copy (cm)", "dynamics",

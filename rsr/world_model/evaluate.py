@@ -62,8 +62,9 @@ def full_windows(batch_tok: dict, batch_pix: dict) -> np.ndarray:
 
 def open_loop(model, params, decode, tok_batch: dict, pix_frames: np.ndarray, context: int, horizon: int,
               gen: generate.GenerateConfig, key: jax.Array, views: int) -> dict:
-  """PSNR per imagined step for real actions, shuffled actions, and the copy-last-frame baseline, and the
-  half-width of a 95% normal interval of the mean per-window gain over copy-last-frame.
+  """PSNR per imagined step for real actions, shuffled actions, and the copy-last-frame baseline, the
+  half-width of a 95% normal interval of the mean per-window gain over copy-last-frame, and the share of
+  tokens an imagined step changes ("changed") beside the real frames' ("changed_real").
 
   tok_batch: windows of C + H frames (tokens, action, task); pix_frames uint8[B, C + H, V, H, W, 3].
   decode: token ids i32[..., h, w] -> f32[..., H, W, 3] in [0, 1].
@@ -88,13 +89,20 @@ def open_loop(model, params, decode, tok_batch: dict, pix_frames: np.ndarray, co
   last_tok = np.asarray(decode(tokens[:, context - 1].reshape(b, 1, views, side, side)))
   p_copy_tok = np.asarray(psnr(jnp.asarray(np.broadcast_to(last_tok, real.shape)), jnp.asarray(real)))
   p_anchored = np.asarray(psnr(jnp.asarray(anchored(frames, last_tok, last)), jnp.asarray(real)))
+  # Motion: the share of tokens an imagined step changes from the frame before it, beside the real frames'
+  # (a model that imagines standing still changes almost none, whatever its PSNR).
+  toks = np.asarray(toks)
+  before = np.concatenate([np.asarray(tokens[:, context - 1:]), toks[:, :-1]], axis=1)
+  real_tok = np.asarray(tok_batch["tokens"][:, context - 1:])
+  changed, changed_real = (toks != before).mean(), (real_tok[:, 1:] != real_tok[:, :-1]).mean()
   # Windows are the independent samples: the paired per-window gain gives the comparison its error bar.
   gain = (p_true - p_copy).mean(axis=(1, 2))
   ci = 1.96 * gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else None  # None: one window
   per_step = lambda p: p.mean(axis=(0, 2))  # noqa: E731
   return {"psnr": per_step(p_true), "psnr_shuffled": per_step(p_shuf), "psnr_copy": per_step(p_copy),
           "psnr_copy_tokens": per_step(p_copy_tok), "psnr_anchored": per_step(p_anchored),
-          "gain_over_copy_ci95": ci, "windows": b, "frames": frames}
+          "gain_over_copy_ci95": ci, "windows": b, "frames": frames,
+          "changed": float(changed), "changed_real": float(changed_real)}
 
 
 def anchored(decoded, anchor_decoded, anchor_real):

@@ -14,6 +14,7 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
              "dynamics": {"val/gain_over_copy": 0.0176, "val/gain_over_copy_ci95": 0.0627,
                           "ood_all/gain_over_copy": -6.6, "val/gain_over_copy_anchored": -0.028,
                           "val/gain_over_shuffled": 0.0834, "val/done_auc": 0.9647,
+                          "val/tokens_changed": 0.0024, "val/tokens_changed_real": 0.1681,
                           "val/probe_gripper_imagined_final": 14.44, "val/probe_gripper_copy_final": 14.3,
                           "val/probe_cube_a_imagined_final": 14.35},
              "reward": {"val/align_spearman_within": 0.712, "ood_all/imagined_reward_spearman_within": -0.453}}
@@ -29,6 +30,7 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
       "| open-loop gain over copy-last-frame (dB) | +0.02 ± 0.06 | -6.60 |",
       "| same, anchored frames (dB) | -0.03 | n/a |",
       "| gain over shuffled actions (dB) | +0.083 | n/a |",
+      "| tokens changed per step, imagined / real | 0.002 / 0.168 | n/a |",
       "| gripper error, imagined / copy (cm) | 14.4 / 14.3 | n/a |",
       "| cube error, imagined / copy (cm) | n/a | n/a |",  # one of the pair missing: not half a cell
       "| done AUC | 0.965 | n/a |",
