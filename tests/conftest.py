@@ -8,7 +8,7 @@ tiny dataset is collected per session (`tiny_dataset`) for the data-pipeline and
 The suite runs on pytest-xdist workers (pyproject's addopts: `-n auto`, one file per worker at a time):
 the 2 cores of a CI machine sit half idle under one process, since compilation is single-threaded. The
 on-disk fixtures (the tiny dataset and world model, minutes each) are built once and shared by the
-workers; `-p no:xdist` runs everything in one process.
+workers; `-n 0` runs everything in one process.
 """
 
 from __future__ import annotations

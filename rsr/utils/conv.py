@@ -3,10 +3,9 @@
 Why: XLA:CPU lowers a convolution's gradients (convolutions with non-canonical dimension labels: the
 kernel gradient `f01b_i01o->01bf`, the input gradient `b01f_01oi->b01f`) to its Eigen fast path only
 outside while loops; inside a `lax.scan` / `lax.fori_loop` body it falls back to a naive loop nest.
-Measured on this project's 2-core machine (jax 0.10.2, f32[128, 32, 32, 32] input, 3x3 kernel, 32 -> 64
-channels, 4 gradient steps in a fori_loop): stride 1 takes 90.4 s rolled vs 0.68 s unrolled; stride 2
-9.4 s vs 0.17 s (open upstream as https://github.com/jax-ml/jax/issues/12868). PPO's epochs x minibatches
-update is exactly such a loop, and it held the fused imagination step to a fraction of the machine.
+In a loop the gradient runs two orders of magnitude slower (figures in docs/benchmarks.md; open upstream as
+https://github.com/jax-ml/jax/issues/12868). PPO's epochs x minibatches update is exactly such a loop, and
+it held the fused imagination step to a fraction of the machine.
 
 The fix is a custom VJP. The forward pass is XLA's own (fast in loops). The kernel gradient is written as
 kh * kw plain matmuls, one per kernel tap:
@@ -14,9 +13,7 @@ kh * kw plain matmuls, one per kernel tap:
     dW[i, j] = sum_{b, h, w} x_pad[b, i + s_h * h, j + s_w * w, :]^T dY[b, h, w, :]   (f32[C_in, C_out])
 
 and the input gradient as a convolution in canonical labels with the rotated kernel materialised (see
-_conv_bwd); XLA:CPU runs both on its fast path in or out of loops. Measured: the kernel-gradient case above
-0.62 s and 0.16 s in the loop; PPO's update of the cpu-preset agent (1024 samples, 4 epochs x 8
-minibatches) 65.7 s -> 2.46 s.
+_conv_bwd); XLA:CPU runs both on its fast path in or out of loops.
 Use it where Flax takes a convolution: `nn.Conv(..., conv_general_dilated=conv_general_dilated)`.
 Layouts other than NHWC / HWIO, dilations and feature groups go to `lax.conv_general_dilated` unchanged.
 """

@@ -117,10 +117,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = No
   """q [..., Lq, H, dh], k/v [..., Lk, H, dh], mask broadcastable to [..., H, Lq, Lk] -> [..., Lq, H, dh].
 
   Heads move in front of the sequence axes first so that both products are plain batched matmuls
-  ([..., H, Lq, dh] x [..., H, dh, Lk]); XLA's CPU backend ran the einsum with the heads in the middle
-  about 4x slower (a batch of 32 frames of 256 tokens: 102 ms vs 27 ms). The softmax is normalised
-  after the weighted sum: one division per output [Lq, dh] instead of per score [Lq, Lk] (a frame's
-  spatial attention, 8 frames of 256 tokens on the 2-core CPU: 4.8 ms -> 2.2 ms)."""
+  ([..., H, Lq, dh] x [..., H, dh, Lk]); XLA's CPU backend runs the einsum with the heads in the middle
+  several times slower. The softmax is normalised after the weighted sum: one division per output
+  [Lq, dh] instead of per score [Lq, Lk] (figures in docs/benchmarks.md)."""
   scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
   qh, kh, vh = (jnp.swapaxes(x, -2, -3) for x in (q, k, v))  # [..., H, L, dh]
   logits = jnp.matmul(qh, jnp.swapaxes(kh, -1, -2)).astype(jnp.float32) * scale
