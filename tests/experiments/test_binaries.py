@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -81,10 +82,12 @@ def test_inspect_missing_dataset(tmp_path):
   assert "Traceback" not in r.stderr
 
 
-def test_train_world_model_tiny(tiny_dataset, tiny_world_model):
-  workdir = tiny_world_model  # conftest ran the binary as a user does
-  import pathlib
-  tmp_path = pathlib.Path(workdir)
+def test_train_world_model_tiny(tiny_dataset, tiny_world_model, tmp_path):
+  # conftest ran the binary as a user does; the re-run below writes its reports again, so it runs on a copy
+  # (other tests, on other workers, read the shared one meanwhile).
+  shutil.copytree(tiny_world_model, tmp_path / "wm", symlinks=True)
+  tmp_path = tmp_path / "wm"
+  workdir = str(tmp_path)
   for f in ("config.json", "metrics.jsonl", "tokens/tokens.npz", "tables/tokenizer.json", "tables/dynamics.json",
             "images/tokenizer_recon.png", "videos/imagined_val_push_cube.gif", "videos/imagined_ood_color_push_cube.gif",
             "tables/goal.json", "images/goals_val.png", "tables/reward.json"):

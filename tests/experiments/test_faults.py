@@ -144,7 +144,6 @@ def test_damaged_latest_checkpoint_falls_back(case, straight_losses, tmp_path, c
   assert "resuming from step 2" in lines[0] and "tensorstore_spec" not in lines[0], lines[0]
   assert os.path.isdir(os.path.join(directory, "damaged", "4"))  # kept for inspection, out of orbax's view
   assert _losses(workdir) == straight_losses  # steps 3 and 4 again, then 5 and 6: as if nothing happened
-  assert seconds < 30
   print(f"{case}: {seconds:.2f}s: {lines[0]}")
 
 
