@@ -72,6 +72,27 @@ def pytest_xdist_auto_num_workers(config) -> int:
   return max(1, min(os.cpu_count() or 1, int(memory_gb // 8)))
 
 
+# The longest files (minutes each on 2 cores), first: pytest-xdist hands whole files to the workers in
+# collection order, so long ones left to the end run alone on one worker while the other idles. They alternate
+# between those that need the tiny world model and those that do not, so that one worker builds it while
+# the other works.
+LONG_FIRST = ("train/test_policy.py", "envs/test_physics_parity.py", "experiments/test_reproduce.py",
+              "envs/test_reset_layout.py", "experiments/test_binaries.py", "envs/test_render_oracle.py",
+              "world_model/test_training.py", "envs/test_protocol.py", "train/test_learning.py",
+              "world_model/test_parts.py", "train/test_multiprocess.py", "world_model/test_action_following.py",
+              "experiments/test_faults.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+  rank = {name: i for i, name in enumerate(LONG_FIRST)}
+
+  def key(item) -> int:
+    path = pathlib.Path(str(item.path))
+    return rank.get(f"{path.parent.name}/{path.name}", len(LONG_FIRST))
+
+  items.sort(key=key)  # stable: tests keep their order within a file, the other files theirs
+
+
 def built_once(tmp_path_factory, name: str, build: Callable[[str], None]) -> str:
   """A directory `build(path)` fills, made once per test run: under xdist the first worker to ask builds
   it under a lock and the others wait for it and read it. Returns the path."""
@@ -145,7 +166,7 @@ def tiny_world_model(tiny_dataset, tmp_path_factory) -> str:
   def build(workdir: str) -> None:
     r = subprocess.run([sys.executable, "-m", "experiments.train_world_model",
                         "--config=experiments/configs/world_model.py:tiny", f"--config.data_dir={tiny_dataset}",
-                        f"--workdir={workdir}"], cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+                        f"--workdir={workdir}"], cwd=root, env=env, capture_output=True, text=True, timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
 
   return built_once(tmp_path_factory, "tiny_world_model", build)

@@ -12,7 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(*args, timeout=600):
+def _run(*args, timeout=1200):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=timeout)
@@ -39,14 +39,14 @@ def test_tour_tiny(tmp_path):
     ("--episodes=0", "--episodes must be positive, got 0"),
 ])
 def test_evaluate_bad_flags(flag, message):
-  r = _run("experiments.evaluate", flag, timeout=120)
+  r = _run("experiments.evaluate", flag, timeout=600)
   assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr
 
 
 def test_tour_bad_image_size(tmp_path):
   r = _run("experiments.tour", "--config=experiments/configs/tour.py:tiny",
-           "--config.image_size=0", f"--workdir={tmp_path}", timeout=120)
+           "--config.image_size=0", f"--workdir={tmp_path}", timeout=600)
   assert r.returncode != 0 and "height must be a positive integer, got 0" in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr
 
@@ -54,7 +54,7 @@ def test_tour_bad_image_size(tmp_path):
 def test_inspect_dataset(tiny_dataset, tmp_path):
   out = tmp_path / "sheet.png"
   r = _run("experiments.inspect_dataset", f"--data_dir={tiny_dataset}", "--episodes=2", f"--out={out}",
-           timeout=300)
+           timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   assert "| push_cube | train | 6 |" in r.stdout and "contact sheet:" in r.stdout
   from PIL import Image
@@ -71,13 +71,13 @@ def test_inspect_dataset(tiny_dataset, tmp_path):
 ])
 def test_collect_bad_config(args, message, tmp_path):
   r = _run("experiments.collect", "--config=experiments/configs/collect.py:tiny", *args,
-           f"--workdir={tmp_path}", timeout=120)
+           f"--workdir={tmp_path}", timeout=600)
   assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr and not os.path.exists(tmp_path / "data")
 
 
 def test_inspect_missing_dataset(tmp_path):
-  r = _run("experiments.inspect_dataset", f"--data_dir={tmp_path}/none", timeout=120)
+  r = _run("experiments.inspect_dataset", f"--data_dir={tmp_path}/none", timeout=600)
   assert r.returncode != 0 and f"no dataset at {tmp_path}/none: the path does not exist" in r.stderr
   assert "Traceback" not in r.stderr
 
@@ -105,7 +105,7 @@ def test_train_world_model_tiny(tiny_dataset, tiny_world_model, tmp_path):
   # Re-running a finished workdir resumes nothing, changes no result and succeeds.
   before = (tmp_path / "metrics.jsonl").read_text()
   r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
-           f"--config.data_dir={tiny_dataset}", f"--workdir={workdir}", timeout=900)
+           f"--config.data_dir={tiny_dataset}", f"--workdir={workdir}", timeout=1800)
   assert r.returncode == 0, r.stderr[-3000:]
   assert (tmp_path / "metrics.jsonl").read_text() == before
 
@@ -113,6 +113,6 @@ def test_train_world_model_tiny(tiny_dataset, tiny_world_model, tmp_path):
 def test_train_world_model_bad_stage(tiny_dataset, tmp_path):
   r = _run("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
            f"--config.data_dir={tiny_dataset}", "--config.stages=tokenizer,policy", f"--workdir={tmp_path}",
-           timeout=120)
+           timeout=600)
   assert r.returncode != 0 and "unknown stage(s) policy; valid: tokenizer, tokenize, dynamics, goal" in r.stderr
   assert "Traceback" not in r.stderr

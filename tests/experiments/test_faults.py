@@ -32,7 +32,7 @@ from rsr.train.checkpoint import CheckpointError, Checkpointer
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(*args, timeout=120):
+def _run(*args, timeout=600):
   """A binary as a user runs it, with JAX's compile log on; (result, seconds)."""
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_LOG_COMPILES="1")
   env.pop("RSR_VERBOSE", None)
@@ -153,7 +153,7 @@ def test_binary_resumes_past_a_damaged_checkpoint(tiny_dataset, tmp_path):
   workdir = tmp_path / "wm"
   cmd = ("experiments.train_world_model", "--config=experiments/configs/world_model.py:tiny",
          f"--config.data_dir={tiny_dataset}", "--config.stages=tokenizer", f"--workdir={workdir}")
-  r, _ = _run(*cmd, timeout=600)
+  r, _ = _run(*cmd, timeout=1200)
   assert r.returncode == 0, r.stderr[-3000:]
   before, result = (workdir / "metrics.jsonl").read_text(), r.stdout
   directory = workdir / "checkpoints" / "tokenizer"
@@ -168,7 +168,7 @@ def test_binary_resumes_past_a_damaged_checkpoint(tiny_dataset, tmp_path):
     if line.startswith("checkpoint: ") and seen is None:
       seen = (time.time() - t0, line.strip())
   out = proc.stdout.read()
-  assert proc.wait(timeout=600) == 0
+  assert proc.wait(timeout=1200) == 0
   assert seen is not None
   assert seen[1] == (f"checkpoint: step 12 in {directory} is damaged: {directory}/12/state/_METADATA is missing; "
                      f"moved it to {directory}/damaged/12 and resuming from step 8"), seen[1]

@@ -17,13 +17,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 METHODS = ("bc", "ppo_sim", "ppo_wm_learned", "roboscape_r")
 
 
-def _run(*args, timeout=900):
+def _run(*args, timeout=1800):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=timeout)
 
 
-def _reproduce(workdir, tiny_dataset, tiny_world_model, *extra, timeout=1200):
+def _reproduce(workdir, tiny_dataset, tiny_world_model, *extra, timeout=2400):
   return _run("experiments.reproduce", "--config=experiments/configs/reproduce.py:tiny",
               f"--config.data_dir={tiny_dataset}", f"--config.world_model_dir={tiny_world_model}",
               f"--workdir={workdir}", *extra, timeout=timeout)
@@ -102,7 +102,7 @@ def test_rerun_skips_what_is_done(reproduced, tiny_dataset, tiny_world_model):
   # ppo.microbatch and wm_env.chunk change how the work is computed, not what it is: the finished runs
   # stay done.
   r = _reproduce(workdir, tiny_dataset, tiny_world_model, "--config.policy.ppo.microbatch=4",
-                 "--config.policy.wm_env.chunk=2", timeout=300)
+                 "--config.policy.wm_env.chunk=2", timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   started = [ln for ln in r.stdout.splitlines() if ln.startswith("reproduce: ") and " -> " in ln]
   assert all(ln.startswith("reproduce: data -> ") for ln in started), started  # no BC, PPO or world model run
@@ -113,7 +113,7 @@ def test_rerun_skips_what_is_done(reproduced, tiny_dataset, tiny_world_model):
 
 def test_changed_config_is_refused(reproduced, tiny_dataset, tiny_world_model):
   workdir, _ = reproduced
-  r = _reproduce(workdir, tiny_dataset, tiny_world_model, "--config.policy.ppo.updates=8", timeout=300)
+  r = _reproduce(workdir, tiny_dataset, tiny_world_model, "--config.policy.ppo.updates=8", timeout=600)
   assert r.returncode != 0 and "finished with another config (ppo.updates: done with 4, config has 8)" in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr
 
@@ -125,11 +125,11 @@ def test_evaluate_reads_a_run_and_names_a_broken_one(reproduced, tmp_path):
   shutil.copytree(run, broken)
   step = max(int(d) for d in os.listdir(broken / "checkpoints" / "ppo") if d.isdigit())
   shutil.rmtree(broken / "checkpoints" / "ppo" / str(step) / "state")
-  r = _run("experiments.evaluate", f"--policy={broken}", "--episodes=2", timeout=300)
+  r = _run("experiments.evaluate", f"--policy={broken}", "--episodes=2", timeout=600)
   assert r.returncode != 0 and "Traceback" not in r.stderr
   error = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
   assert len(error) == 1 and f"{broken}/checkpoints/ppo" in error[0], r.stderr[-2000:]
-  r = _run("experiments.evaluate", f"--policy={tmp_path}/missing", "--episodes=2", timeout=300)
+  r = _run("experiments.evaluate", f"--policy={tmp_path}/missing", "--episodes=2", timeout=600)
   assert r.returncode != 0 and f"no policy at {tmp_path}/missing: the path does not exist" in r.stderr
 
 
@@ -141,7 +141,7 @@ def test_evaluate_reads_a_run_and_names_a_broken_one(reproduced, tmp_path):
 ])
 def test_bad_config_is_named(args, message, tmp_path):
   r = _run("experiments.reproduce", "--config=experiments/configs/reproduce.py:tiny", *args,
-           f"--workdir={tmp_path}", timeout=120)
+           f"--workdir={tmp_path}", timeout=600)
   assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr and not os.path.exists(tmp_path / "data")
 

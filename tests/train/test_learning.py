@@ -54,7 +54,7 @@ def learned_world_model(tiny_dataset, tmp_path_factory) -> str:
   r = subprocess.run([sys.executable, "-m", "experiments.train_world_model",
                       "--config=experiments/configs/world_model.py:tiny", f"--config.data_dir={tiny_dataset}",
                       f"--workdir={workdir}", *WM_OVERRIDES], cwd=ROOT, env=env, capture_output=True, text=True,
-                     timeout=1200)
+                     timeout=2400)
   assert r.returncode == 0, r.stderr[-3000:]
   return str(workdir)
 

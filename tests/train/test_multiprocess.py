@@ -32,7 +32,7 @@ def _worker(args, workdir, tiny_dataset, tiny_world_model):
 def _finish(procs):
   logs = []
   for p in procs:
-    out, _ = p.communicate(timeout=1500)
+    out, _ = p.communicate(timeout=3000)
     logs.append(out)
     assert p.returncode == 0, out[-4000:]
   return logs

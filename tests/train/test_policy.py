@@ -215,7 +215,7 @@ def test_fused_step_same_result_on_eight_devices(tiny_dataset, tiny_world_model)
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
   r = subprocess.run([sys.executable, "-c", _EIGHT, tiny_dataset, tiny_world_model], cwd=ROOT, env=env,
-                     capture_output=True, text=True, timeout=900)
+                     capture_output=True, text=True, timeout=1800)
   assert r.returncode == 0, r.stderr[-3000:]
   out = json.loads(r.stdout.split("RESULT ", 1)[1])
   one, eight = out["1"], out["8"]
@@ -280,7 +280,7 @@ def test_train_policy_binary_tiny(tiny_dataset, tiny_world_model, tmp_path):
   r = subprocess.run([sys.executable, "-m", "experiments.train_policy", "--config=experiments/configs/policy.py:tiny",
                       f"--config.data_dir={tiny_dataset}", f"--config.world_model_dir={tiny_world_model}",
                       "--config.eval.splits=id,ood_color", "--config.eval.videos=1", f"--workdir={tmp_path}"],
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
   assert r.returncode == 0, r.stderr[-3000:]
   for f in ("config.json", "metrics.jsonl", "videos/sim_id.gif", "videos/sim_ood_color.gif", "videos/imagined.gif",
             "tables/ppo.json"):
@@ -296,7 +296,7 @@ def test_train_policy_binary_bad_flags(tiny_dataset, tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   r = subprocess.run([sys.executable, "-m", "experiments.train_policy", "--config=experiments/configs/policy.py:tiny",
                       f"--config.data_dir={tiny_dataset}", "--config.env=sim", "--config.reward=endogenous",
-                      f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                      f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode != 0
   assert "env=sim pays the simulator's handcrafted reward" in r.stderr and "Traceback" not in r.stderr
 
