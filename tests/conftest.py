@@ -73,9 +73,7 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 # The longest files (minutes each on 2 cores), first: pytest-xdist hands whole files to the workers in
-# collection order, so long ones left to the end run alone on one worker while the other idles. They alternate
-# between those that need the tiny world model and those that do not, so that one worker builds it while
-# the other works.
+# collection order, and a long one left to the end runs alone on one worker while the other idles.
 LONG_FIRST = ("train/test_policy.py", "envs/test_physics_parity.py", "experiments/test_reproduce.py",
               "envs/test_reset_layout.py", "experiments/test_binaries.py", "envs/test_render_oracle.py",
               "world_model/test_training.py", "envs/test_protocol.py", "train/test_learning.py",
