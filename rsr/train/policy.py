@@ -281,7 +281,8 @@ def reward_config(config) -> RewardConfig:
 
 # wm_env.chunk = AUTO_CHUNK: CPU_CHUNK environments at once on one CPU device, the whole batch otherwise.
 # On a CPU, chunks of 8 keep a chunk's activations in cache; on a GPU the same chunks are slower than the
-# whole batch (docs/decisions.md, docs/benchmarks.md), and on a mesh the batch is already split (a chunk loop over a sharded batch would step one device's environments at a time).
+# whole batch (docs/decisions.md, docs/benchmarks.md), and on a mesh the batch is already split (a chunk
+# loop over a sharded batch would step one device's environments at a time).
 AUTO_CHUNK, CPU_CHUNK = -1, 8
 
 
