@@ -48,7 +48,7 @@ CHUNKS = os.path.join(".collect", "chunks")
 
 @dataclasses.dataclass(frozen=True)
 class CollectConfig:
-  """The validated collection config (see experiments/configs/collect.py for the fields)."""
+  """The validated collection config (see data_pipelines/presets.py for the fields)."""
 
   tasks: tuple[str, ...]
   seed: int
@@ -332,8 +332,7 @@ def resume_command(workdir: str) -> str:
   every field that differs from the preset, read from the config it was started with."""
   import shlex
 
-  # The presets are data (experiments/configs); only this message reads them.
-  from experiments.configs import collect as presets
+  from data_pipelines import presets
 
   with open(os.path.join(workdir, ".collect", "config.json")) as f:
     stored = json.load(f)

@@ -176,15 +176,6 @@ def define_config_file(name: str, default: str, help_string: str):
     _fail(_override_message(e, sys.argv), 2)
 
 
-def parse_stages(value: str, valid: tuple[str, ...]) -> list[str]:
-  """A comma list of stage names -> the list; a ValueError names the unknown ones and the valid ones."""
-  stages = [s.strip() for s in value.split(",") if s.strip()]
-  bad = [s for s in stages if s not in valid]
-  if bad or not stages:
-    raise ValueError(f"unknown stage(s) {', '.join(bad) or repr(value)}; valid: {', '.join(valid)}")
-  return stages
-
-
 def initialize_distributed() -> None:
   """jax.distributed.initialize from the flags, or from the cluster's environment when they are absent;
   a no-op for a single process. Call before anything touches a device."""

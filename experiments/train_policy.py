@@ -18,7 +18,7 @@ import os
 
 from absl import flags
 
-from experiments.common import define_config_file, initialize_distributed, parse_stages, run
+from experiments.common import define_config_file, initialize_distributed, run
 
 _CONFIG = define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "policy.py") + ":cpu",
@@ -32,12 +32,13 @@ def main(argv):
 
   initialize_distributed()
   from data_pipelines import open_dataset
+  from rsr import stages as stages_lib
   from rsr.train import policy, sharding
   from rsr.utils import media
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   c = _CONFIG.value
-  stages = parse_stages(c.stages, policy.STAGES)
+  stages = stages_lib.parse(c.stages, stages_lib.POLICY)
   ds = open_dataset(c.data_dir)
   policy.check(c, stages, ds)  # every stage's settings and the world model PPO loads, before BC compiles
   workdir = os.path.abspath(_WORKDIR.value)

@@ -16,7 +16,7 @@ import os
 
 from absl import flags
 
-from experiments.common import define_config_file, initialize_distributed, parse_stages, run
+from experiments.common import define_config_file, initialize_distributed, run
 
 _CONFIG = define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "world_model.py") + ":cpu",
@@ -28,7 +28,7 @@ def main(argv):
   del argv
   initialize_distributed()
   from data_pipelines import open_dataset
-  from experiments.configs.world_model import STAGES
+  from rsr import stages as stages_lib
   from rsr.train import sharding
   from rsr.utils import media
   from rsr.world_model import pipeline, tokenizer_train
@@ -36,7 +36,7 @@ def main(argv):
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   c = _CONFIG.value
-  stages = parse_stages(c.stages, STAGES)
+  stages = stages_lib.parse(c.stages, stages_lib.WORLD_MODEL)
   ds = open_dataset(c.data_dir)
   pipeline.check(c, stages, ds.spec)  # every stage's settings, before the first one compiles anything
   workdir = os.path.abspath(_WORKDIR.value)

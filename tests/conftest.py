@@ -81,8 +81,25 @@ LONG_FIRST = ("train/test_policy.py", "envs/test_physics_parity.py", "experiment
               "experiments/test_faults.py")
 
 
+# `pytest -m "not slow"`, the quick check while editing, leaves out what trains a world model or a policy,
+# starts the binaries, or compiles the physics of every task: files and fixtures here, single tests by
+# @pytest.mark.slow.
+SLOW_FILES = ("envs/test_physics_parity.py", "envs/test_reset_layout.py", "envs/test_render_oracle.py",
+              "experiments/test_binaries.py", "experiments/test_faults.py", "experiments/test_reproduce.py",
+              "train/test_multiprocess.py")
+SLOW_FIXTURES = ("tiny_world_model", "learned_world_model")
+
+
+def pytest_configure(config) -> None:
+  config.addinivalue_line("markers", "slow: minutes on 2 cores; left out by -m 'not slow'")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
   rank = {name: i for i, name in enumerate(LONG_FIRST)}
+  for item in items:
+    path = pathlib.Path(str(item.path))
+    if f"{path.parent.name}/{path.name}" in SLOW_FILES or set(SLOW_FIXTURES) & set(item.fixturenames):
+      item.add_marker(pytest.mark.slow)
 
   def key(item) -> int:
     path = pathlib.Path(str(item.path))

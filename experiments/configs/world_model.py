@@ -16,9 +16,10 @@ WORKDIR/checkpoints/reward). The goal model trains with the dynamics settings (d
 
 import ml_collections
 
+from rsr import stages
+
 PRESETS = ("tiny", "cpu", "paper", "gpu", "tpu_pod")
 ACCELERATOR = ("gpu", "tpu_pod")  # the paper preset's model and data, scaled for accelerators
-STAGES = ("tokenizer", "tokenize", "dynamics", "goal", "reward")
 
 
 def model_preset(preset: str) -> str:
@@ -34,7 +35,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   accel, preset = preset, model_preset(preset)
   c.data_dir = "runs/data"  # a collect workdir (experiments.collect) or a dataset directory
   c.seed = 0
-  c.stages = ",".join(STAGES)
+  c.stages = ",".join(stages.WORLD_MODEL)
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.channels = {"tiny": (8, 16), "cpu": (32, 64), "paper": (64, 128, 256)}[preset]

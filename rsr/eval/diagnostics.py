@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import os
 
+from rsr import stages
+
 # (row label, stage table, key(s) after "SPLIT/", format); "ci" names a half-width shown after the value.
 # Several keys fill one cell, formatted together.
 ROWS = (
@@ -46,13 +48,12 @@ ROWS = (
     ("endogenous reward ~ task, imagined frames", "reward", "imagined_reward_spearman_within", "{:+.2f}", None),
     ("learned reward head ~ task, real frames", "reward", "head_spearman_within", "{:+.2f}", None),
 )
-STAGES = ("tokenizer", "tokenize", "dynamics", "reward")
 
 
 def load(world_model_dir: str) -> dict[str, dict]:
   """{stage: its tables/STAGE.json} for the stages that wrote one."""
   out = {}
-  for stage in STAGES:
+  for stage in stages.WORLD_MODEL:
     path = os.path.join(world_model_dir, "tables", f"{stage}.json")
     if os.path.isfile(path):
       with open(path) as f:

@@ -107,8 +107,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     ValueError: naming the config field (methods, tasks, seeds, eval.*, the stages' own fields, ...).
   """
   from data_pipelines import collect as collect_lib
-  from experiments.common import parse_stages
-  from experiments.configs.world_model import STAGES
+  from rsr import stages as stages_lib
   from rsr.envs import SPLITS, TASK_NAMES
   from rsr.train import policy as policy_lib
 
@@ -145,10 +144,10 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   needs_wm = any(METHODS[m] and METHODS[m][0] == "world_model" for m in methods)
   stages: list[str] = []
   if needs_wm:
-    stages = parse_stages(config.world_model.stages, STAGES)
+    stages = stages_lib.parse(config.world_model.stages, stages_lib.WORLD_MODEL)
     need = {"tokenizer", "tokenize", "dynamics"} | ({"goal"} if config.policy.wm_env.goal == "model" else set())
     need |= {"reward"} if "ppo_wm_learned" in methods else set()
-    missing = [s for s in STAGES if s in need and s not in stages]
+    missing = [s for s in stages_lib.WORLD_MODEL if s in need and s not in stages]
     if missing and not config.world_model_dir:
       raise ValueError(f"world_model.stages lacks {', '.join(missing)}, which the methods need")
     if config.world_model_dir and not os.path.isfile(os.path.join(wm_dir, "config.json")):

@@ -22,7 +22,6 @@ import ml_collections
 from rsr.eval import rollout as rollout_lib
 from rsr.train.checkpoint import CheckpointError
 
-STAGES = ("bc", "ppo")
 # The starts of the errors rsr.train raises about a checkpoint directory (unfinished, another config).
 _OWN_ERRORS = ("behaviour cloning in ", "the checkpoints in ", "no PPO checkpoint in ")
 

@@ -46,9 +46,6 @@ def agent_config(config) -> AgentConfig:
                      init_log_std=a.init_log_std)
 
 
-STAGES = ("bc", "ppo")
-
-
 def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) -> None:
   """Every setting of the policy `stages` a command will run, before anything compiles: ValueErrors naming
   the field. `stages` defaults to config.stages. With the dataset (`ds`, data_pipelines.Dataset) also what the stages need of it (BC's

@@ -111,9 +111,9 @@ def tokenize_stage(config, workdir: str, ds, progress: bool = True) -> tokenized
   except tokenized.DatasetError:
     pass  # missing or stale: (re)build it
   latents, codes = video_quantization(config, model, params)
-  per_episode = jax.jit(codes)
+  per_episode = None if codes is None else jax.jit(codes)
   tokenized.tokenize(ds, lambda f: np.asarray(latents(f)), out, fingerprint, progress=progress,
-                     per_episode=(lambda b: np.asarray(per_episode(b))) if margin else None)
+                     per_episode=None if per_episode is None else (lambda b: np.asarray(per_episode(b))))
   tok_ds = tokenized.open_tokens(out, fingerprint)
   if sharding.lead():
     media.write_json(os.path.join(workdir, "tables", "tokenize.json"),
@@ -125,11 +125,12 @@ def video_quantization(config, model: Tokenizer, params):
   """How the project turns video into tokens, in two parts: (latents, codes).
 
   latents: frames uint8[..., H, W, 3] -> per-frame latents [..., h, w, (d)], jitted (batches of frames
-  from any episodes); codes: one view's latents of T consecutive frames [T, h, w, (d)] -> token ids
-  i32[T, h, w], pure (with `tokenizer.sticky_margin` > 0, FSQ hysteresis along T; else the identity)."""
+  from any episodes), token ids [..., h, w] themselves without hysteresis; codes: with
+  `tokenizer.sticky_margin` > 0, one view's latents of T consecutive frames [T, h, w, d] -> token ids
+  i32[T, h, w] by FSQ hysteresis along T, pure; None without (the latents are the ids already)."""
   margin = float(config.tokenizer.get("sticky_margin", 0.0))
   if not margin:
-    return jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode)), lambda c: c
+    return jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode)), None
   fsq = FSQ(model.config.levels)
   return (jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode_bounded)),
           lambda b: fsq.sticky_codes(b, margin))
@@ -142,7 +143,7 @@ def video_encoder(config, model: Tokenizer, params):
 
   @jax.jit
   def encode(frames):
-    ids = jax.vmap(codes)(latents(frames))
+    ids = latents(frames) if codes is None else jax.vmap(codes)(latents(frames))
     return ids.reshape(ids.shape[:2] + (-1,))
 
   return lambda frames: np.asarray(encode(jnp.asarray(frames)))

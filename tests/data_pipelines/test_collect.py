@@ -112,6 +112,7 @@ def test_episode_ends():
   np.testing.assert_array_equal(collect.episode_ends(s, 2), [6, 10, 10])
 
 
+@pytest.mark.slow
 def test_kill_during_simulation_then_resume(tiny_dataset, tmp_path):
   """kill -9 after the first chunk: nothing loads; the same command then finishes the same dataset."""
   workdir = tmp_path / "killed"

@@ -9,6 +9,7 @@ from rsr.envs import TASK_NAMES
 from tests.conftest import BATCH_SPLITS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASK_NAMES)
 def test_reset_and_step_under_jit_and_vmap(batched_env, task):
   be = batched_env(task)

@@ -12,6 +12,7 @@ from rsr.envs.tabletop import scenes
 HORIZON = 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reuse_first", [False, True], ids=["fresh", "reuse_first"])
 def test_autoreset_and_episode_stats(reuse_first):
   env = wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(

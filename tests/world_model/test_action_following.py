@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rsr.envs.tabletop import scenes as scenes_lib
 from rsr.world_model import dynamics as dyn
@@ -39,6 +40,7 @@ def _toy_windows(rng: np.random.Generator, batch: int) -> dict:
           "done": np.zeros((batch, WINDOW), np.float32), "mask": np.ones((batch, WINDOW), bool)}
 
 
+@pytest.mark.slow
 def test_dynamics_follows_the_action_that_moves_a_block():
   cfg = dyn.DynamicsConfig(vocab=2, tokens_per_frame=SIDE * SIDE, d_model=32, layers=2, heads=4, window=WINDOW,
                            action_film=True, prev_frame_input=True)
@@ -125,6 +127,7 @@ def _noisy_expert_frames(be, key: jax.Array, steps: int) -> tuple[np.ndarray, np
   return np.concatenate(frames), np.concatenate(tasks), np.concatenate(targets)
 
 
+@pytest.mark.slow
 def test_state_probe_reads_the_gripper_off_real_frames(batched_env):
   # 16x16 frames: a pixel spans about 2 cm of the table, so the probe cannot get far below the mean's
   # error here (at 64x64 the cpu preset's probe reads the gripper to about 3 cm; tables/dynamics.json).

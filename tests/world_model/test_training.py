@@ -32,6 +32,7 @@ def _lines(workdir, stage):
     return [json.loads(ln) for ln in f if json.loads(ln)["stage"] == stage]
 
 
+@pytest.mark.slow
 def test_tokenizer_resume_is_exact(setup):
   c, ds, straight, killed = setup
   a = tokenizer_train.train(c, straight, ds, progress=False)
@@ -62,6 +63,7 @@ def _trained_tokenizers(c, ds, *workdirs):
     tokenizer_train.train(c, w, ds, progress=False)
 
 
+@pytest.mark.slow
 def test_dynamics_resume_is_exact(setup):
   c, ds, straight, killed = setup
   _trained_tokenizers(c, ds, straight, killed)

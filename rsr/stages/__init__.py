@@ -1,0 +1,23 @@
+"""The stages of each binary, in the order they run, and how a `--config.stages` value is read.
+
+One definition for the binaries (experiments.train_world_model, experiments.train_policy) and for
+`reproduce`, which runs the same stages as sub-runs: a stage added here is one every caller knows.
+
+  world model  tokenizer -> tokenize -> dynamics -> goal -> reward   (rsr/world_model/pipeline.py,
+               rsr/rewards/learned.py)
+  policy       bc -> ppo                                             (rsr/train/policy.py)
+"""
+
+from __future__ import annotations
+
+WORLD_MODEL = ("tokenizer", "tokenize", "dynamics", "goal", "reward")
+POLICY = ("bc", "ppo")
+
+
+def parse(value: str, valid: tuple[str, ...]) -> list[str]:
+  """A comma list of stage names -> the list; a ValueError names the unknown ones and the valid ones."""
+  stages = [s.strip() for s in value.split(",") if s.strip()]
+  bad = [s for s in stages if s not in valid]
+  if bad or not stages:
+    raise ValueError(f"unknown stage(s) {', '.join(bad) or repr(value)}; valid: {', '.join(valid)}")
+  return stages
