@@ -18,7 +18,7 @@ from flax import struct
 from rsr.envs import core
 from rsr.envs.tabletop.env import TabletopEnv
 from rsr.envs.tabletop.tasks import base
-from rsr.eval.rollout import Policy
+from rsr.envs.rollout import Policy
 
 
 @struct.dataclass

@@ -37,11 +37,10 @@ from tqdm.auto import tqdm
 
 from data_pipelines import behaviour, dataset as dataset_lib, publish as publish_lib, rlds
 from rsr.envs import SPLITS, TASK_NAMES, make
+from rsr.envs import rollout as rollout_lib
 from rsr.envs.tabletop import scenes as scenes_lib
 from rsr.envs.tabletop.env import STATE_DIM
-from rsr.eval import evaluate as evaluate_lib
-from rsr.eval import rollout as rollout_lib
-from rsr.utils import configs, media
+from rsr.utils import checks, configs, media
 
 CHUNKS = os.path.join(".collect", "chunks")
 
@@ -67,7 +66,7 @@ class CollectConfig:
 
   @classmethod
   def from_config(cls, c: Mapping[str, Any]) -> "CollectConfig":
-    tasks = tuple(evaluate_lib.expand(str(c["tasks"]), TASK_NAMES, "task"))
+    tasks = tuple(checks.expand(str(c["tasks"]), TASK_NAMES, "task"))
     ood = tuple(c["ood_splits"])
     bad = [s for s in ood if s not in SPLITS or s == "id"]
     if bad:
@@ -189,7 +188,7 @@ class TaskCollector:
     parts = []
     for split in dict.fromkeys(s for s, _ in chunk.episodes):  # contiguous groups, in order
       idx = [i for s, i in chunk.episodes if s == split]
-      base = evaluate_lib.stream_key(cfg.seed, task, split)
+      base = rollout_lib.stream_key(cfg.seed, task, split)
       keys = jax.vmap(lambda i, base=base: jax.random.fold_in(base, i))(jnp.asarray(idx))
       parts.append(_sample_scenes(keys, scene_split[split]))
     pad = b - chunk.count
@@ -197,7 +196,7 @@ class TaskCollector:
     noise = np.array([mixes[s][0][i] for s, i in chunk.episodes] + [0.0] * pad, np.float32)
     explore = np.array([mixes[s][1][i] for s, i in chunk.episodes] + [False] * pad, bool)
     args = behaviour.BehaviourArgs(noise=jnp.asarray(noise), explore=jnp.asarray(explore))
-    k_roll = jax.random.fold_in(evaluate_lib.stream_key(cfg.seed, task, "rollout"), chunk.index)
+    k_roll = jax.random.fold_in(rollout_lib.stream_key(cfg.seed, task, "rollout"), chunk.index)
     ep = jax.device_get(self._run(k_roll, scenes, args))
     traj = ep.trajectory
     ends = episode_ends(np.asarray(traj.success), cfg.steps_after_success)[: chunk.count]

@@ -44,6 +44,7 @@ def main(argv):
   # Validate everything before anything compiles.
   from rsr.envs import SPLITS, TASK_NAMES
   from rsr.eval import evaluate as ev
+  from rsr.utils import checks
 
   if _EPISODES.value <= 0:
     raise app.UsageError(f"--episodes must be positive, got {_EPISODES.value}")
@@ -53,9 +54,9 @@ def main(argv):
     raise app.UsageError(f"--noise must be >= 0, got {_NOISE.value}")
   if _VIDEOS.value is not None and not 0 <= _VIDEOS.value <= _EPISODES.value:
     raise app.UsageError(f"--videos must be in [0, --episodes={_EPISODES.value}], got {_VIDEOS.value}")
-  splits = ev.expand(_SPLIT.value, SPLITS, "split")
+  splits = checks.expand(_SPLIT.value, SPLITS, "split")
   if _TASK.value:
-    tasks = ev.expand(_TASK.value, TASK_NAMES, "task")
+    tasks = checks.expand(_TASK.value, TASK_NAMES, "task")
   if _POLICY.value == ev.EXPERT:
     spec, about = ev.expert_spec(_NOISE.value), {"policy": ev.EXPERT, "noise": _NOISE.value}
     default_tasks = list(TASK_NAMES)

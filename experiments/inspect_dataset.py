@@ -52,13 +52,13 @@ def contact_sheet(ds, splits: list[str], per_split: int, seed: int):
 def main(argv):
   del argv
   from data_pipelines import dataset as dataset_lib
-  from rsr.eval import evaluate as ev
+  from rsr.utils import checks
   from rsr.utils import media
 
   if _EPISODES.value <= 0:
     raise ValueError(f"--episodes must be positive, got {_EPISODES.value}")
   ds = dataset_lib.open_dataset(_DATA_DIR.value)
-  splits = ev.expand(_SPLIT.value, ds.splits, "split")
+  splits = checks.expand(_SPLIT.value, ds.splits, "split")
   with open(os.path.join(ds.path, "card.md")) as f:
     print(f.read())
   sheet = contact_sheet(ds, splits, _EPISODES.value, _SEED.value)

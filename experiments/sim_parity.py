@@ -36,7 +36,7 @@ def main(argv):
   from rsr import envs
   from rsr.envs.tabletop import parity
   from rsr.envs.tabletop import scenes as scenes_lib
-  from rsr.eval import rollout
+  from rsr.envs import rollout
   from rsr.utils import media
 
   with usage_errors():

@@ -29,9 +29,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/tour", "Where every output goes.
 def _validate(c):
   from rsr.envs import TASK_NAMES
   from rsr.envs.tabletop.env import TabletopConfig
-  from rsr.eval import evaluate as ev
+  from rsr.utils import checks
 
-  tasks = ev.expand(c.tasks, TASK_NAMES, "task")
+  tasks = checks.expand(c.tasks, TASK_NAMES, "task")
   TabletopConfig(height=c.image_size, width=c.image_size, cameras=tuple(c.cameras)).validate()
   for name in ("episodes_per_split", "video_episodes"):
     if c[name] <= 0:
@@ -51,7 +51,7 @@ def run_task(task: str, c, splits) -> dict:
 
   from rsr import envs
   from rsr.envs.tabletop import scenes as scenes_lib
-  from rsr.eval import rollout as rollout_lib
+  from rsr.envs import rollout as rollout_lib
 
   env = envs.make(task, height=c.image_size, width=c.image_size, cameras=tuple(c.cameras))
   per = c.episodes_per_split

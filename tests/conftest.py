@@ -32,7 +32,7 @@ import pytest  # noqa: E402
 
 from rsr import envs  # noqa: E402
 from rsr.envs.tabletop import scenes as scenes_lib  # noqa: E402
-from rsr.eval import rollout  # noqa: E402
+from rsr.envs import rollout  # noqa: E402
 
 # One environment per split: every batch mixes all of them, which is itself part of what is tested.
 BATCH_SPLITS = tuple(scenes_lib.SPLITS)

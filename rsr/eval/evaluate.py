@@ -10,16 +10,15 @@ the same seed meets the same scenes.
 from __future__ import annotations
 
 import dataclasses
-import zlib
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from rsr import envs
+from rsr.envs import rollout as rollout_lib
 from rsr.envs.tabletop import scenes as scenes_lib
-from rsr.eval import rollout as rollout_lib
 from rsr.eval import stats
 from rsr.utils import media
 
@@ -73,25 +72,6 @@ def cell_result(task: str, split: str, success: np.ndarray, length: np.ndarray, 
                     mean_return=float(np.mean(ret)))
 
 
-def expand(value: str, valid: Iterable[str], what: str) -> list[str]:
-  """'all' -> every valid name; a comma list -> its names; raises naming a bad one and the valid ones."""
-  valid = list(valid)
-  names = valid if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
-  bad = [n for n in names if n not in valid]
-  if bad or not names:
-    raise ValueError(f"unknown {what} {', '.join(bad) or repr(value)}; valid: {', '.join(valid)} or 'all'")
-  return names
-
-
-def stream_key(seed: int, *names: str) -> jax.Array:
-  """A PRNG key for a named stream (task, split, ...): streams never share randomness, whatever order
-  they run in."""
-  key = jax.random.PRNGKey(seed)
-  for n in names:
-    key = jax.random.fold_in(key, zlib.crc32(n.encode()) & 0x7FFFFFFF)
-  return key
-
-
 class TaskEvaluator:
   """Compiles the rollout of one task and policy network once; evaluates any split and any params with it.
 
@@ -122,7 +102,7 @@ class TaskEvaluator:
     if videos and not self.record:
       raise ValueError("videos need a TaskEvaluator built with record=True")
     params = self.policy.params if params is None else params
-    key = stream_key(seed, self.task, split)
+    key = rollout_lib.stream_key(seed, self.task, split)
     success, length, ret, frames = [], [], [], None
     for start in range(0, episodes, self.batch_size):
       k = jax.random.fold_in(key, start)

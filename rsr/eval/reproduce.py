@@ -44,6 +44,7 @@ import ml_collections
 from rsr.eval import evaluate as ev
 from rsr.eval import tables as tables_lib
 from rsr.eval import trained as trained_lib
+from rsr.utils import checks
 from rsr.utils import configs as configs_lib
 from rsr.utils import media
 
@@ -94,7 +95,7 @@ class Plan:
 
 
 def _names(value: str, valid, what: str) -> list[str]:
-  names = ev.expand(value, valid, what)
+  names = checks.expand(value, valid, what)
   if len(set(names)) != len(names):
     raise ValueError(f"{what}s: {value!r} names one twice")
   return names

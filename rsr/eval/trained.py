@@ -19,7 +19,7 @@ from typing import Any
 
 import ml_collections
 
-from rsr.eval import rollout as rollout_lib
+from rsr.envs import rollout as rollout_lib
 from rsr.train.checkpoint import CheckpointError
 
 # The starts of the errors rsr.train raises about a checkpoint directory (unfinished, another config).

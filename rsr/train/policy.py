@@ -30,7 +30,7 @@ from rsr.agents.networks import ActorCritic, AgentConfig, init_params
 from rsr.envs import registry, wrappers
 from rsr.envs.tabletop import scenes as scenes_lib
 from rsr.envs.tabletop.tasks import TASKS
-from rsr.eval import rollout as rollout_lib
+from rsr.envs import rollout as rollout_lib
 from rsr.rewards.endogenous import RewardConfig
 from rsr.train import fused, loop, sharding
 from rsr.train.checkpoint import Checkpointer
@@ -383,7 +383,7 @@ def ppo_config(config) -> fused.FusedConfig:
 
 
 def mean_policy(apply_fn, params, use_goal: bool) -> rollout_lib.Policy:
-  """The agent's mean action, clipped, for rsr.eval.rollout (one environment at a time)."""
+  """The agent's mean action, clipped, for rsr.envs.rollout (one environment at a time)."""
 
   def act(carry, state, key):
     del key

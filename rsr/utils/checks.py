@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 
 def positive(section: Mapping[str, Any], prefix: str, *names: str) -> None:
@@ -60,3 +60,13 @@ def divides_devices(batch: int, field: str, devices: int | None = None) -> None:
   n = device_count() if devices is None else devices
   if batch % n:
     raise ValueError(f"{field} = {batch} does not divide over the {n} devices present; use a multiple of {n}")
+
+
+def expand(value: str, valid: Iterable[str], what: str) -> list[str]:
+  """'all' -> every valid name; a comma list -> its names; raises naming a bad one and the valid ones."""
+  valid = list(valid)
+  names = valid if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+  bad = [n for n in names if n not in valid]
+  if bad or not names:
+    raise ValueError(f"unknown {what} {', '.join(bad) or repr(value)}; valid: {', '.join(valid)} or 'all'")
+  return names

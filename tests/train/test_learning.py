@@ -28,7 +28,7 @@ from rsr.agents import ppo
 from rsr.agents.networks import ActorCritic, init_params
 from rsr.envs import wrappers
 from rsr.envs.tabletop import scenes as scenes_lib
-from rsr.eval import rollout as rollout_lib
+from rsr.envs import rollout as rollout_lib
 from rsr.eval.stats import wilson_interval
 from rsr.train import fused, policy
 

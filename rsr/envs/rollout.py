@@ -12,6 +12,7 @@ so one compiled rollout serves a batch that mixes, for example, several noise le
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Any, Callable
 
 import jax
@@ -118,3 +119,12 @@ def rollout_from(env: core.Env, policy: Policy, state: core.State, key: jax.Arra
     traj = Trajectory(obs=jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first_obs[0], obs),
                       action=action, reward=reward, success=jnp.concatenate([first_obs[1], succ]))
   return Episodes(success=success, length=length, ret=ret, frames=frames, trajectory=traj)
+
+
+def stream_key(seed: int, *names: str) -> jax.Array:
+  """A PRNG key for a named stream (task, split, ...): streams never share randomness, whatever order
+  they run in."""
+  key = jax.random.PRNGKey(seed)
+  for n in names:
+    key = jax.random.fold_in(key, zlib.crc32(n.encode()) & 0x7FFFFFFF)
+  return key
