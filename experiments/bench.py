@@ -56,6 +56,7 @@ _WINDOW = flags.DEFINE_integer("window", 16, "data: frames per window.")
 _DATA_STEPS = flags.DEFINE_integer("data_steps", 50, "data: batches timed per measurement.")
 _WM_PRESET = flags.DEFINE_string("wm_preset", "cpu", "world_model: preset of configs/world_model.py.")
 _WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagined in parallel.")
+_WM_OUTPUT = flags.DEFINE_string("wm_output", "", "world_model: the token head, codes | digits ('': the preset's).")
 _IMAG_ENVS = flags.DEFINE_integer("imag_envs", 256, "imagination: environments of the fused step.")
 _IMAG_REF_STEPS = flags.DEFINE_integer("imag_reference_steps", 6, "imagination: steps timed on the reference loop.")
 _IMAG_CHUNK = flags.DEFINE_integer("imag_chunk", -1, "imagination: environments imagined at once (wm_env.chunk; "
@@ -221,7 +222,7 @@ def bench_data(data_dir: str | None, episodes: int, size: int, batch: int, windo
       tmp.cleanup()
 
 
-def bench_world_model(preset: str, envs: int) -> dict:
+def bench_world_model(preset: str, envs: int, output: str = "") -> dict:
   import jax
   import jax.numpy as jnp
 
@@ -231,6 +232,8 @@ def bench_world_model(preset: str, envs: int) -> dict:
   from rsr.world_model.tokenizer import TokenizerConfig
 
   c = wm_configs.get_config(preset)
+  if output:
+    c.dynamics.output = output
   tcfg = TokenizerConfig(channels=tuple(c.tokenizer.channels), levels=tuple(c.tokenizer.levels))
   # The paper-sized presets (paper, gpu, tpu_pod) model the paper's data: 128x128 front + wrist views.
   paper_like = wm_configs.model_preset(preset) == "paper"
@@ -284,7 +287,7 @@ def bench_world_model(preset: str, envs: int) -> dict:
   t_cached = _timed(cached, params, cache, key)
   t_uncached = _timed(uncached, params, window_tokens, key)
   return {
-      "preset": preset, "params": dyn.param_count(params), "window": w, "tokens_per_frame": n,
+      "preset": preset, "output": c.dynamics.output, "params": dyn.param_count(params), "window": w, "tokens_per_frame": n,
       "train_batch": b, "train_step_s": train_time, "train_tokens_per_s": b * w * n / train_time,
       "train_windows_per_s": b / train_time, "train_gflop_per_step": flops / 1e9,
       "train_gflop_per_s": flops / 1e9 / train_time, "matmul_flops_per_s": mm, "dtype": mcfg.dtype,
@@ -574,7 +577,7 @@ def main(argv):
   if "world_model" in only:
     print(f"world_model: preset {_WM_PRESET.value}, {_WM_ENVS.value} environments (compiling...)", flush=True)
     with usage_errors():
-      results["world_model"] = bench_world_model(_WM_PRESET.value, _WM_ENVS.value)
+      results["world_model"] = bench_world_model(_WM_PRESET.value, _WM_ENVS.value, _WM_OUTPUT.value)
     w = results["world_model"]
     print(f"world_model: training {w['train_tokens_per_s']:.0f} tokens/s ({w['train_windows_per_s']:.1f} "
           f"windows/s, {w['train_gflop_per_s']:.0f} GFLOP/s, mfu {w['train_mfu']:.2f} of "
