@@ -446,9 +446,9 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
   f_step = _flops(act_step, params, s0, key)
   f_value = _flops(agent.apply, params, fused.policy_obs(s0.obs, False))
   mb = transitions // fcfg.ppo.minibatches
-  batch = {"obs": {"rgb": jnp.zeros((mb, hw, hw, 3), jnp.uint8), "task": jnp.zeros((mb,), jnp.int32)},
-           "action": jnp.zeros((mb, 5)), "log_prob": jnp.zeros((mb,)), "value": jnp.zeros((mb,)),
-           "advantage": jnp.ones((mb,)), "return": jnp.ones((mb,))}
+  batch = ppo.Batch(obs={"rgb": jnp.zeros((mb, hw, hw, 3), jnp.uint8), "task": jnp.zeros((mb,), jnp.int32)},
+                    action=jnp.zeros((mb, 5)), log_prob=jnp.zeros((mb,)), value=jnp.zeros((mb,)),
+                    advantage=jnp.ones((mb,)), returns=jnp.ones((mb,)))
 
   def update(p, o, b):
     g = jax.grad(lambda q: ppo.ppo_loss(agent.apply, q, b, fcfg.ppo)[0])(p)

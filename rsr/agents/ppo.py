@@ -6,7 +6,8 @@ The pieces are pure functions of arrays; a trainer composes them:
     raw, logp = sample_action(key, mean, log_std)        # the env gets jnp.clip(raw, -1, 1)
     ... collect a rollout [T, B] ...
     adv, ret = gae(rewards, values, dones, last_value, cfg.gamma, cfg.lam)
-    params, opt_state, metrics = ppo_update(apply_fn, opt, params, opt_state, flat_batch, key, cfg)
+    batch = Batch(obs, action, log_prob, value, adv, ret)   # every leaf flattened to [T * B, ...]
+    params, opt_state, metrics = ppo_update(apply_fn, opt, params, opt_state, batch, key, cfg)
 
 `apply_fn(params, obs) -> (mean f32[M, A], log_std f32[M, A], value f32[M])`, e.g. ActorCritic(cfg).apply.
 """
@@ -21,10 +22,23 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 ApplyFn = Callable[[Any, dict], tuple[jax.Array, jax.Array, jax.Array]]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+@struct.dataclass
+class Batch:
+  """PPO's samples: every leaf with the same leading axis (N for an update, M for a minibatch)."""
+
+  obs: Any  # the policy's observation pytree
+  action: jax.Array  # f32[N, A] raw, unclipped (the env got the clipped action)
+  log_prob: jax.Array  # f32[N] of the action under the policy that collected it
+  value: jax.Array  # f32[N] the collecting critic's estimate
+  advantage: jax.Array  # f32[N]
+  returns: jax.Array  # f32[N] the value target (advantage + value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,36 +137,35 @@ def micro_batches(size: int, most: int) -> int:
   return next(k for k in range(-(-size // most), size + 1) if size % k == 0)
 
 
-def ppo_loss(apply_fn: ApplyFn, params: Any, batch: dict, cfg: PPOConfig,
+def ppo_loss(apply_fn: ApplyFn, params: Any, batch: Batch, cfg: PPOConfig,
              critic_only: bool = False) -> tuple[jax.Array, dict]:
   """The PPO loss on one minibatch.
 
   Args:
-    batch: "obs" (dict of arrays with leading axis M), "action" (raw, unclipped f32[M, A]), "log_prob" f32[M]
-      and "value" f32[M] (both under the policy that collected the data), "advantage" f32[M], "return" f32[M].
+    batch: a minibatch of M samples.
     critic_only: the loss is vf_coef * value loss alone (critic warm-up before policy updates); the policy's
       parameters then get exactly zero gradient.
   Returns:
     (loss f32[], metrics {loss, policy_loss, value_loss, entropy, approx_kl, clip_frac} of f32[]).
   """
-  mean, log_std, value = apply_fn(params, batch["obs"])
-  log_prob = gaussian_log_prob(mean, log_std, batch["action"])
-  log_ratio = log_prob - batch["log_prob"]
+  mean, log_std, value = apply_fn(params, batch.obs)
+  log_prob = gaussian_log_prob(mean, log_std, batch.action)
+  log_ratio = log_prob - batch.log_prob
   ratio = jnp.exp(log_ratio)
 
-  adv = batch["advantage"]
+  adv = batch.advantage
   if cfg.normalize_advantages:
     # Per minibatch, so each gradient step sees unit-scale advantages whatever the reward scale.
     adv = normalize_advantages(adv)
   surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * adv)
   policy_loss = -surrogate.mean()
 
-  ret = batch["return"]
+  ret = batch.returns
   value_err = jnp.square(value - ret)
   if cfg.clip_value:
     # The value may move at most clip_eps from the collecting critic's estimate before the loss stops
     # rewarding the move (the pessimistic max mirrors the policy's clipped surrogate).
-    old = batch["value"]
+    old = batch.value
     clipped = old + jnp.clip(value - old, -cfg.clip_eps, cfg.clip_eps)
     value_err = jnp.maximum(value_err, jnp.square(clipped - ret))
   value_loss = 0.5 * value_err.mean()
@@ -181,12 +194,12 @@ def make_optimizer(cfg: PPOConfig) -> optax.GradientTransformation:
 
 
 def ppo_update(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, params: Any, opt_state: Any,
-               batch: dict, key: jax.Array, cfg: PPOConfig,
+               batch: Batch, key: jax.Array, cfg: PPOConfig,
                critic_only: bool = False) -> tuple[Any, Any, dict]:
   """cfg.epochs passes over `batch` in cfg.minibatches shuffled minibatches, all in one lax.scan (jittable).
 
   Args:
-    batch: the keys of ppo_loss, every leaf with the same leading axis N (a [T, B] rollout flattened to T*B).
+    batch: N samples (a [T, B] rollout flattened to T*B).
     key: a fresh permutation of the N samples is drawn from it per epoch.
     critic_only: see ppo_loss. Adam moves a parameter whose gradient is zero only through moments it already
       has, so warm up the critic with an optimizer state that has not seen policy updates (e.g. a fresh one).
@@ -209,7 +222,7 @@ def ppo_update(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, param
     if parts == 1:
       return grad_fn(params, mb)
     if cfg.normalize_advantages:
-      mb = {**mb, "advantage": normalize_advantages(mb["advantage"])}
+      mb = mb.replace(advantage=normalize_advantages(mb.advantage))
     pieces = jax.tree_util.tree_map(lambda x: x.reshape((parts, size // parts) + x.shape[1:]), mb)
 
     def add(total, piece):

@@ -21,6 +21,7 @@ import ml_collections
 
 from rsr.envs import rollout as rollout_lib
 from rsr.train.checkpoint import CheckpointError
+from rsr.utils import configs as configs_lib
 
 # The starts of the errors rsr.train raises about a checkpoint directory (unfinished, another config).
 _OWN_ERRORS = ("behaviour cloning in ", "the checkpoints in ", "no PPO checkpoint in ")
@@ -83,7 +84,7 @@ def load(workdir: str) -> TrainedPolicy:
   if not os.path.isfile(path):
     raise ValueError(f"{workdir} is not a train_policy workdir: {path} is missing")
   try:
-    config = policy_lib.read_config(path)
+    config = configs_lib.read(path, "policy")
     missing = [k for k in ("agent", "bc", "ppo", "seed", "task") if k not in config]
   except (OSError, ValueError) as e:
     raise ValueError(f"cannot read {path}: {_one_line(e)}") from None

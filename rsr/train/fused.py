@@ -61,6 +61,21 @@ class PolicyState:
   rng: jax.Array
 
 
+@struct.dataclass
+class Transition:
+  """One step of every environment, as the rollout scan stacks it to [T, B, ...]."""
+
+  obs: Any  # what the policy saw (policy_obs)
+  action: jax.Array  # f32[B, A] raw sample; the env got it clipped to [-1, 1]
+  log_prob: jax.Array  # f32[B]
+  value: jax.Array  # f32[B]
+  reward: jax.Array  # f32[B]
+  done: jax.Array  # bool[B] the episode ended here (the env auto-reset after it)
+  success: jax.Array  # bool[B] ended here with success
+  episode_return: jax.Array  # f32[B] the finished episode's return where done, else 0
+  episode_length: jax.Array  # i32[B] the same for its length
+
+
 def policy_obs(obs: dict, use_goal: bool) -> dict:
   """What the agent sees of an env observation (the simulator's privileged state never)."""
   out = {"rgb": obs["rgb"], "task": obs["task"]}
@@ -113,34 +128,33 @@ def make_fused_step(make_env: Callable[[Any], core.Env], apply_fn: Callable, opt
       nxt = env.step(env_state, jnp.clip(raw, -1.0, 1.0))
       nxt = jax.tree_util.tree_map(constrain, nxt)
       info = nxt.info
-      tr = {"obs": obs, "action": raw, "log_prob": log_prob, "value": value, "reward": nxt.reward,
-            "done": nxt.done, "success": info["success"] & nxt.done,
-            "episode_return": jnp.where(nxt.done, info["last_return"], 0.0),
-            "episode_length": jnp.where(nxt.done, info["last_length"], 0)}
+      tr = Transition(obs=obs, action=raw, log_prob=log_prob, value=value, reward=nxt.reward, done=nxt.done,
+                      success=info["success"] & nxt.done,
+                      episode_return=jnp.where(nxt.done, info["last_return"], 0.0),
+                      episode_length=jnp.where(nxt.done, info["last_length"], 0))
       return (nxt, rng), tr
 
     rng, k_roll, k_upd = jax.random.split(state.rng, 3)
     (env_state, _), tr = jax.lax.scan(act, (state.env_state, k_roll), None, length=cfg.rollout_len)
     _, _, last_value = apply_fn(state.params, policy_obs(env_state.obs, cfg.use_goal))
-    scaler, rewards = state.scaler, tr["reward"]
+    scaler, rewards = state.scaler, tr.reward
     if cfg.reward_scaling:
-      scaler, rewards = ppo.reward_scaler_update(state.scaler, tr["reward"], tr["done"], pc.gamma)
-    adv, ret = ppo.gae(rewards, tr["value"], tr["done"], last_value, pc.gamma, pc.lam)
+      scaler, rewards = ppo.reward_scaler_update(state.scaler, tr.reward, tr.done, pc.gamma)
+    adv, ret = ppo.gae(rewards, tr.value, tr.done, last_value, pc.gamma, pc.lam)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731  [T, B, ...] -> [T * B, ...]
-    batch = {"obs": jax.tree_util.tree_map(flat, tr["obs"]), "action": flat(tr["action"]),
-             "log_prob": flat(tr["log_prob"]), "value": flat(tr["value"]), "advantage": flat(adv),
-             "return": flat(ret)}
+    batch = jax.tree_util.tree_map(flat, ppo.Batch(obs=tr.obs, action=tr.action, log_prob=tr.log_prob,
+                                                   value=tr.value, advantage=adv, returns=ret))
     params, opt_state, m = ppo.ppo_update(apply_fn, optimizer, state.params, state.opt_state, batch, k_upd, pc,
                                           critic_only=critic_only)
-    episodes = jnp.sum(tr["done"])
+    episodes = jnp.sum(tr.done)
     m = dict(m)
     m.update({
-        "reward": jnp.mean(tr["reward"]),
+        "reward": jnp.mean(tr.reward),
         "episodes": episodes,
-        "episode_return": jnp.sum(tr["episode_return"]) / jnp.maximum(episodes, 1),
-        "episode_length": jnp.sum(tr["episode_length"]) / jnp.maximum(episodes, 1),
-        "success": jnp.sum(tr["success"]) / jnp.maximum(episodes, 1),
-        "value": jnp.mean(tr["value"]),
+        "episode_return": jnp.sum(tr.episode_return) / jnp.maximum(episodes, 1),
+        "episode_length": jnp.sum(tr.episode_length) / jnp.maximum(episodes, 1),
+        "success": jnp.sum(tr.success) / jnp.maximum(episodes, 1),
+        "value": jnp.mean(tr.value),
         "advantage_std": jnp.std(adv),
     })
     new = state.replace(params=params, opt_state=opt_state, env_state=env_state,

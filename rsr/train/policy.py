@@ -28,12 +28,13 @@ from rsr.agents import bc as bc_lib
 from rsr.agents import ppo
 from rsr.agents.networks import ActorCritic, AgentConfig, init_params
 from rsr.envs import registry, wrappers
+from rsr.envs import rollout as rollout_lib
 from rsr.envs.tabletop import scenes as scenes_lib
 from rsr.envs.tabletop.tasks import TASKS
-from rsr.envs import rollout as rollout_lib
 from rsr.rewards.endogenous import RewardConfig
 from rsr.train import fused, loop, sharding
 from rsr.train.checkpoint import Checkpointer
+from rsr.utils import configs as configs_lib
 from rsr.utils import media
 
 ENVS = ("world_model", "sim")
@@ -68,7 +69,7 @@ def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) ->
     raise ValueError("reward=handcrafted exists only in the simulator (env=sim)")
   if config.wm_env.reset not in ("first", "fresh"):
     raise ValueError(f"wm_env.reset must be 'first' or 'fresh', got {config.wm_env.reset!r}")
-  chunk, envs = config.wm_env.get("chunk", 0), config.ppo.num_envs
+  chunk, envs = config.wm_env.chunk, config.ppo.num_envs
   if chunk < AUTO_CHUNK or (config.env == "world_model" and 0 < chunk < envs and envs % chunk):
     raise ValueError(f"wm_env.chunk must be -1 (auto), 0 (the whole batch) or divide ppo.num_envs = {envs}, "
                      f"got {chunk}")
@@ -254,20 +255,9 @@ def world_model_config(world_model_dir: str) -> ml_collections.ConfigDict:
   path = os.path.join(world_model_dir, "config.json")
   if not os.path.isfile(path):
     raise ValueError(f"world_model_dir: no {path} (run experiments.train_world_model there first)")
-  return read_config(path)
+  return configs_lib.read(path, "world_model")
 
 
-def read_config(path: str) -> ml_collections.ConfigDict:
-  """A binary's config.json as a ConfigDict (JSON lists back to tuples, as the presets have them)."""
-  with open(path) as f:
-    raw = json.load(f)
-
-  def tuples(x):
-    if isinstance(x, dict):
-      return {k: tuples(v) for k, v in x.items()}
-    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
-
-  return ml_collections.ConfigDict(tuples(raw))
 
 
 def reward_config(config) -> RewardConfig:
@@ -346,15 +336,15 @@ def world_model_parts(config, ds, progress: bool = True, chunk: int | None = Non
     run = jax.jit(lambda f, t: generate.goal_rollout(goal_model, goal_params, f, t, jax.random.PRNGKey(config.seed),
                                                      wcfg.dynamics_train.goal_max_steps, w.done_threshold, gen)[0])
     goal_fn = lambda f, t: run(f, t)  # noqa: E731
-  render = w.get("render", "decoded")  # run configs written before the field: decoded frames
+  render = w.render
   bank = wm_env.start_bank(tok_ds, w.split, w.context, TASKS[config.task].task_id, w.goal, goal_fn, w.max_starts,
-                           starts=w.get("starts", "first"), ds=ds if render == "anchored" else None,
+                           starts=w.starts, ds=ds if render == "anchored" else None,
                            seed=config.seed)
   parts = wm_env.WMParts(dynamics=dyn_model, tokenizer=tok_model, views=len(ds.frame_keys), reward_head=head)
   params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params, reward_head=head_params)
   ecfg = wm_env.WMEnvConfig(horizon=w.horizon, done_threshold=w.done_threshold, reward=reward_config(config),
                             generate=gen, render=render,
-                            chunk=imagined_chunk(w.get("chunk", 0), 1, jax.default_backend()) if chunk is None
+                            chunk=imagined_chunk(w.chunk, 1, jax.default_backend()) if chunk is None
                             else chunk)
 
   return WorldModelParts(make=lambda p, b: wm_env.WorldModelEnv(parts, p, b, ecfg), params=params, bank=bank,
@@ -377,7 +367,7 @@ def ppo_config(config) -> fused.FusedConfig:
   p = config.ppo
   pc = ppo.PPOConfig(gamma=p.gamma, lam=p.lam, clip_eps=p.clip_eps, vf_coef=p.vf_coef, ent_coef=p.ent_coef,
                      epochs=p.epochs, minibatches=p.minibatches, lr=p.lr, max_grad_norm=p.max_grad_norm,
-                     microbatch=p.get("microbatch", 0))  # configs written before the field: whole minibatches
+                     microbatch=p.microbatch)
   return fused.FusedConfig(num_envs=p.num_envs, rollout_len=p.rollout_len, updates_per_call=p.updates_per_call,
                            reward_scaling=p.reward_scaling, use_goal=config.agent.use_goal, ppo=pc).validate()
 
@@ -430,7 +420,7 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
   mesh = mesh if mesh is not None else sharding.make_mesh()
   wm = None
   if config.env == "world_model":
-    chunk = imagined_chunk(config.wm_env.get("chunk", 0), mesh.devices.size, jax.default_backend())
+    chunk = imagined_chunk(config.wm_env.chunk, mesh.devices.size, jax.default_backend())
     wm = world_model_parts(config, ds, progress, chunk=chunk)
     make_env, env_params = batched_world_model(config, wm), wm.params
     scenes = jnp.full((fcfg.num_envs,), -1, jnp.int32)  # -1: every start is drawn from the bank
@@ -479,7 +469,7 @@ def ppo_stage(config, workdir: str, ds, progress: bool = True, max_steps_this_ru
     _imagined_video(config, workdir, make_env, env_params, model.apply, state.params)
   summary = {"updates": calls * p.updates_per_call, "env": config.env, "reward": config.reward,
              "task": config.task, **last}
-  if wm is not None and config.eval.get("gap_starts", 0):
+  if wm is not None and config.eval.gap_starts:
     summary["exploitation"] = exploitation_report(config, ds, wm, model.apply,
                                                   {"bc": params, "ppo": jax.device_get(state.params)})
   if sharding.lead():

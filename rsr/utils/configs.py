@@ -1,9 +1,12 @@
-"""Comparing a config with the one stored beside earlier outputs (datasets, checkpoints)."""
+"""Configs stored beside earlier outputs: reading one back (`read`, migrated to the current fields) and
+comparing it with the current config (datasets, checkpoints)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, Mapping
+
+import ml_collections
 
 
 def plain(config: Mapping[str, Any]) -> dict:
@@ -24,3 +27,63 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any], prefix: s
     elif a != b:
       out.append((f"{prefix}{k}", a, b))
   return out
+
+
+# The one migration of stored configs: each field added to a binary's presets after runs were written, with
+# the value that reproduces what those runs did. A run's config.json is read through it, so the library reads
+# every field as an attribute and an old run behaves as it did. Add a field here when a preset gains one
+# whose absence meant something (tests/utils/test_configs.py checks every entry names a preset field).
+ADDED: dict[str, dict[str, Any]] = {
+    "world_model": {
+        "tokenizer.norm": "group",
+        "tokenizer.sticky_margin": 0.0,
+        "dynamics.action_film": False,
+        "dynamics.output": "codes",
+        "dynamics.prev_frame_input": False,
+        "dynamics.dtype": "float32",
+        "dynamics.remat": False,
+        "dynamics_train.mask_schedule": "cosine",
+        "dynamics_train.mask_min": 0.5,
+        "dynamics_train.context_noise": 0.0,
+        "dynamics_train.action_dropout": 0.0,
+        "dynamics_train.changed_weight": 1.0,
+        "dynamics_train.probe_horizon": 0,
+        "dynamics_train.probe_steps": 3000,
+        "generate.copy_bias": 0.0,
+    },
+    "policy": {
+        "wm_env.render": "decoded",
+        "wm_env.starts": "first",
+        "wm_env.chunk": 0,
+        "ppo.microbatch": 0,
+        "eval.gap_starts": 0,
+    },
+}
+
+
+def migrate(raw: Mapping[str, Any], kind: str) -> dict:
+  """A stored config (plain JSON values) with every field of ADDED[kind] it lacks set to its old value."""
+  if kind not in ADDED:
+    raise ValueError(f"unknown config kind {kind!r}; valid: {', '.join(ADDED)}")
+  out = json.loads(json.dumps(dict(raw)))
+  for field, value in ADDED[kind].items():
+    *groups, name = field.split(".")
+    node = out
+    for g in groups:
+      node = node.setdefault(g, {})
+    node.setdefault(name, value)
+  return out
+
+
+def read(path: str, kind: str) -> ml_collections.ConfigDict:
+  """A binary's config.json (kind "world_model" or "policy") as a ConfigDict of the current fields: migrated,
+  and JSON lists back to tuples, as the presets have them."""
+  with open(path) as f:
+    raw = json.load(f)
+
+  def tuples(x):
+    if isinstance(x, dict):
+      return {k: tuples(v) for k, v in x.items()}
+    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+  return ml_collections.ConfigDict(tuples(migrate(raw, kind)))

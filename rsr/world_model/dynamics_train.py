@@ -196,11 +196,11 @@ def lower_sharded_step(model: Dynamics, cfg: DynamicsTrainConfig, mesh, fsdp: bo
 
 def dynamics_config(config, vocab: int, tokens_per_frame: int, conditioning: str) -> DynamicsConfig:
   d = config.dynamics
-  output = d.get("output", "codes")
+  output = d.output
   levels = tuple(config.tokenizer.levels) if output == "digits" else ()
   return DynamicsConfig(vocab=vocab, tokens_per_frame=tokens_per_frame, d_model=d.d_model, layers=d.layers,
                         heads=d.heads, mlp_ratio=d.mlp_ratio, window=d.window,
-                        action_conditioning=d.action_conditioning, action_film=d.get("action_film", False),
+                        action_conditioning=d.action_conditioning, action_film=d.action_film,
                         output=output, levels=levels, conditioning=conditioning,
-                        prev_frame_input=d.get("prev_frame_input", False), dtype=d.get("dtype", "float32"),
-                        remat=d.get("remat", False)).validate()
+                        prev_frame_input=d.prev_frame_input, dtype=d.dtype,
+                        remat=d.remat).validate()

@@ -41,10 +41,8 @@ class GenerateConfig:
 
   @classmethod
   def from_config(cls, g) -> "GenerateConfig":
-    """From a world-model config's `generate` section (fields a world model's saved config.json may
-    predate take their defaults)."""
-    return cls(steps=g.steps, temperature=g.temperature, order=g.order,
-               copy_bias=g.get("copy_bias", cls.copy_bias)).validate()
+    """From a world-model config's `generate` section."""
+    return cls(steps=g.steps, temperature=g.temperature, order=g.order, copy_bias=g.copy_bias).validate()
 
 
 def fixed_after(step: int, steps: int, n: int) -> int:

@@ -101,7 +101,7 @@ def tokenize_stage(config, workdir: str, ds, progress: bool = True) -> tokenized
   build also writes tables/tokenize.json: per held-out split, the share of tokens equal between
   consecutive frames beside the share of token-sized pixel patches that did not change."""
   model, params, ident = load_tokenizer(config, workdir, ds)
-  margin = float(config.tokenizer.get("sticky_margin", 0.0))
+  margin = float(config.tokenizer.sticky_margin)
   if margin:
     ident += f"-sticky{margin:g}"
   fingerprint = tokenized.source_fingerprint(ds, ident)
@@ -128,7 +128,7 @@ def video_quantization(config, model: Tokenizer, params):
   from any episodes), token ids [..., h, w] themselves without hysteresis; codes: with
   `tokenizer.sticky_margin` > 0, one view's latents of T consecutive frames [T, h, w, d] -> token ids
   i32[T, h, w] by FSQ hysteresis along T, pure; None without (the latents are the ids already)."""
-  margin = float(config.tokenizer.get("sticky_margin", 0.0))
+  margin = float(config.tokenizer.sticky_margin)
   if not margin:
     return jax.jit(lambda x: model.apply(params, x, method=Tokenizer.encode)), None
   fsq = FSQ(model.config.levels)
@@ -247,7 +247,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
     return {}
   summary = {"steps": trn.steps, "params": dyn.param_count(state.params), "context": context,
              "horizon": horizon, **last}
-  if stage == "dynamics" and d.get("probe_horizon", 0):
+  if stage == "dynamics" and d.probe_horizon:
     summary.update(probe_report(config, workdir, ds, tok_ds, model, state.params, decode, gen, views, progress))
   if sharding.lead():  # every process holds the same results; one writes them
     if stage == "dynamics":
@@ -264,7 +264,7 @@ def state_probe(config, workdir: str, tok_ds, decode, views: int, progress: bool
   tokenizer decodes them (what the probe will read off imagined frames), then kept in WORKDIR/probe/probe.npz
   with the token fingerprint it was trained on. -> (probe config, params)."""
   d = config.dynamics_train
-  cfg = probe_lib.ProbeConfig(steps=d.get("probe_steps", 3000))
+  cfg = probe_lib.ProbeConfig(steps=d.probe_steps)
   path = os.path.join(workdir, "probe", "probe.npz")
   tag = f"{tok_ds.meta['fingerprint']}/steps{cfg.steps}"
   side = int(np.sqrt(tok_ds.tokens_per_frame // views))
@@ -325,9 +325,9 @@ def _train_config(config) -> dynamics_train.DynamicsTrainConfig:
   d = config.dynamics_train
   return dynamics_train.DynamicsTrainConfig(
       batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup, weight_decay=d.weight_decay,
-      grad_clip=d.grad_clip, done_weight=d.done_weight, mask_schedule=d.get("mask_schedule", "cosine"),
-      mask_min=d.get("mask_min", 0.5), context_noise=d.get("context_noise", 0.0),
-      action_dropout=d.get("action_dropout", 0.0), changed_weight=d.get("changed_weight", 1.0)).validate()
+      grad_clip=d.grad_clip, done_weight=d.done_weight, mask_schedule=d.mask_schedule,
+      mask_min=d.mask_min, context_noise=d.context_noise,
+      action_dropout=d.action_dropout, changed_weight=d.changed_weight).validate()
 
 
 def _dynamics_compat(config, mcfg: dyn.DynamicsConfig, tok_ds, stage: str) -> dict:

@@ -109,7 +109,7 @@ def tokenizer_config(config) -> TokenizerConfig:
   """The TokenizerConfig of a world_model.py config."""
   return TokenizerConfig(channels=tuple(config.tokenizer.channels), res_blocks=int(config.tokenizer.res_blocks),
                          levels=tuple(config.tokenizer.levels),
-                         norm=config.tokenizer.get("norm", "group")).validate()
+                         norm=config.tokenizer.norm).validate()
 
 
 def check(config, spec) -> None:

@@ -116,8 +116,8 @@ def test_ppo_loss_hand_case():
   action = jnp.array([[0.1], [0.4], [-0.3]])
   new_logp = ppo.gaussian_log_prob(params["mean"], params["log_std"], action)
   ratio = jnp.array([1.5, 0.5, 1.1])
-  batch = {"obs": {}, "action": action, "log_prob": new_logp - jnp.log(ratio),
-           "value": jnp.zeros(3), "advantage": jnp.array([1.0, -1.0, 2.0]), "return": jnp.array([2.0, 0.0, -1.0])}
+  batch = ppo.Batch(obs={}, action=action, log_prob=new_logp - jnp.log(ratio), value=jnp.zeros(3),
+                    advantage=jnp.array([1.0, -1.0, 2.0]), returns=jnp.array([2.0, 0.0, -1.0]))
   loss, m = ppo.ppo_loss(_fixed_apply, params, batch, cfg)
   # Surrogate min(r A, clip(r, 0.8, 1.2) A): [min(1.5, 1.2), min(-0.5, -0.8), min(2.2, 2.2)] = [1.2, -0.8, 2.2]
   policy_loss = -(1.2 - 0.8 + 2.2) / 3
@@ -141,7 +141,7 @@ def test_ppo_loss_hand_case():
   _, m = ppo.ppo_loss(_fixed_apply, params, batch, ppo.PPOConfig(normalize_advantages=False, clip_value=False))
   assert float(m["value_loss"]) == pytest.approx(0.5 * 1.26 / 3, rel=1e-5)
   # Normalised advantages are centred: with equal ratios of 1 the surrogate is their mean, 0.
-  same = {**batch, "log_prob": new_logp}
+  same = batch.replace(log_prob=new_logp)
   _, m = ppo.ppo_loss(_fixed_apply, params, same, ppo.PPOConfig(normalize_advantages=True))
   assert float(m["policy_loss"]) == pytest.approx(0.0, abs=1e-6)
 
@@ -160,8 +160,8 @@ def rollout():
          "task": jax.random.randint(k_task, (n,), 0, CFG.num_tasks)}
   mean, log_std, value = jax.jit(NET.apply)(params, obs)
   action, log_prob = ppo.sample_action(k_act, mean, log_std)
-  return params, {"obs": obs, "action": action, "log_prob": log_prob, "value": value,
-                  "advantage": jax.random.normal(k_adv, (n,)), "return": jax.random.normal(k_ret, (n,))}
+  return params, ppo.Batch(obs=obs, action=action, log_prob=log_prob, value=value,
+                           advantage=jax.random.normal(k_adv, (n,)), returns=jax.random.normal(k_ret, (n,)))
 
 
 def test_critic_only_leaves_the_policy_alone_and_kl_is_zero_on_policy(rollout):

@@ -18,6 +18,7 @@ from data_pipelines import open_dataset
 from experiments.configs import policy as policy_configs
 from rsr.train import loop, policy
 from rsr.train.checkpoint import Checkpointer
+from rsr.utils import configs as configs_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -310,6 +311,6 @@ def test_config_written_before_speed_fields_still_loads(tmp_path):
   del raw["ppo"]["microbatch"], raw["wm_env"]["chunk"]
   path = tmp_path / "config.json"
   path.write_text(json.dumps(raw))
-  old = policy.read_config(str(path))
+  old = configs_lib.read(str(path), "policy")
   assert policy.ppo_config(old).ppo.microbatch == 0
   assert policy.ppo_compat(old) == policy.ppo_compat(c)

@@ -51,6 +51,7 @@ def test_tokenizer_resume_is_exact(setup):
 
 def test_incompatible_checkpoint_names_the_fields(setup):
   c, ds, straight, _ = setup
+  _trained_tokenizers(c, ds, straight)
   other = c.copy_and_resolve_references()
   other.tokenizer.channels = (8, 24)
   with pytest.raises(ValueError,
