@@ -287,7 +287,8 @@ def bench_world_model(preset: str, envs: int, output: str = "") -> dict:
   t_cached = _timed(cached, params, cache, key)
   t_uncached = _timed(uncached, params, window_tokens, key)
   return {
-      "preset": preset, "output": c.dynamics.output, "params": dyn.param_count(params), "window": w, "tokens_per_frame": n,
+      "preset": preset, "output": c.dynamics.output, "params": dyn.param_count(params), "window": w,
+      "tokens_per_frame": n,
       "train_batch": b, "train_step_s": train_time, "train_tokens_per_s": b * w * n / train_time,
       "train_windows_per_s": b / train_time, "train_gflop_per_step": flops / 1e9,
       "train_gflop_per_s": flops / 1e9 / train_time, "matmul_flops_per_s": mm, "dtype": mcfg.dtype,

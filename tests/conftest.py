@@ -94,18 +94,18 @@ def pytest_configure(config) -> None:
   config.addinivalue_line("markers", "slow: minutes on 2 cores; left out by -m 'not slow'")
 
 
+def _file(item) -> str:
+  """folder/test_file.py, as LONG_FIRST and SLOW_FILES name it."""
+  path = pathlib.Path(str(item.path))
+  return f"{path.parent.name}/{path.name}"
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-  rank = {name: i for i, name in enumerate(LONG_FIRST)}
   for item in items:
-    path = pathlib.Path(str(item.path))
-    if f"{path.parent.name}/{path.name}" in SLOW_FILES or set(SLOW_FIXTURES) & set(item.fixturenames):
+    if _file(item) in SLOW_FILES or set(SLOW_FIXTURES) & set(item.fixturenames):
       item.add_marker(pytest.mark.slow)
-
-  def key(item) -> int:
-    path = pathlib.Path(str(item.path))
-    return rank.get(f"{path.parent.name}/{path.name}", len(LONG_FIRST))
-
-  items.sort(key=key)  # stable: tests keep their order within a file, the other files theirs
+  rank = {name: i for i, name in enumerate(LONG_FIRST)}
+  items.sort(key=lambda item: rank.get(_file(item), len(LONG_FIRST)))  # stable: tests keep their order within a file, the other files theirs
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[str], None]) -> str:

@@ -10,14 +10,12 @@ One definition for the binaries (experiments.train_world_model, experiments.trai
 
 from __future__ import annotations
 
+from rsr.utils import checks
+
 WORLD_MODEL = ("tokenizer", "tokenize", "dynamics", "goal", "reward")
 POLICY = ("bc", "ppo")
 
 
 def parse(value: str, valid: tuple[str, ...]) -> list[str]:
   """A comma list of stage names -> the list; a ValueError names the unknown ones and the valid ones."""
-  stages = [s.strip() for s in value.split(",") if s.strip()]
-  bad = [s for s in stages if s not in valid]
-  if bad or not stages:
-    raise ValueError(f"unknown stage(s) {', '.join(bad) or repr(value)}; valid: {', '.join(valid)}")
-  return stages
+  return checks.expand(value, valid, "stage(s)", allow_all=False)

@@ -62,11 +62,13 @@ def divides_devices(batch: int, field: str, devices: int | None = None) -> None:
     raise ValueError(f"{field} = {batch} does not divide over the {n} devices present; use a multiple of {n}")
 
 
-def expand(value: str, valid: Iterable[str], what: str) -> list[str]:
-  """'all' -> every valid name; a comma list -> its names; raises naming a bad one and the valid ones."""
+def expand(value: str, valid: Iterable[str], what: str, allow_all: bool = True) -> list[str]:
+  """A comma list -> its names ('all' -> every valid name, unless allow_all is off); raises naming a bad
+  one and the valid ones."""
   valid = list(valid)
-  names = valid if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+  names = valid if allow_all and value == "all" else [v.strip() for v in value.split(",") if v.strip()]
   bad = [n for n in names if n not in valid]
   if bad or not names:
-    raise ValueError(f"unknown {what} {', '.join(bad) or repr(value)}; valid: {', '.join(valid)} or 'all'")
+    also = " or 'all'" if allow_all else ""
+    raise ValueError(f"unknown {what} {', '.join(bad) or repr(value)}; valid: {', '.join(valid)}{also}")
   return names
