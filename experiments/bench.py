@@ -395,7 +395,8 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
   from rsr.agents.networks import ActorCritic, init_params
   from rsr.envs import wrappers
   from rsr.rewards import distance
-  from rsr.train import fused, policy
+  from rsr.stages import policy_config
+  from rsr.train import fused
   from rsr.world_model import dynamics as dyn
   from rsr.world_model import dynamics_train, generate
   from rsr.world_model import env as wm_env
@@ -415,16 +416,17 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
                           actions=jnp.zeros((64, c, 5)), task=jnp.zeros((64,), jnp.int32),
                           goal=jax.random.randint(jax.random.PRNGKey(1), (64, n), 0, mcfg.vocab))
   gen = generate.GenerateConfig.from_config(wc.generate)
-  chunk = policy.imagined_chunk(pc.wm_env.chunk if chunk < 0 else chunk, 1, jax.default_backend())
-  ecfg = wm_env.WMEnvConfig(horizon=pc.wm_env.horizon, reward=policy.reward_config(pc), generate=gen, chunk=chunk)
+  chunk = policy_config.imagined_chunk(pc.wm_env.chunk if chunk < 0 else chunk, 1, jax.default_backend())
+  ecfg = wm_env.WMEnvConfig(horizon=pc.wm_env.horizon, reward=policy_config.reward_config(pc), generate=gen,
+                            chunk=chunk)
   parts = wm_env.WMParts(dynamics=model, tokenizer=tok)
   env_params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params)
   make_env = lambda p: wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(  # noqa: E731
       wm_env.WorldModelEnv(parts, p, bank, ecfg))), reuse_first=pc.wm_env.reset == "first")
-  acfg = policy.agent_config(pc)
+  acfg = policy_config.agent_config(pc)
   agent = ActorCritic(acfg)
   params = init_params(acfg, key, (hw, hw))
-  fcfg = policy.ppo_config(pc)
+  fcfg = policy_config.ppo_config(pc)
   opt = ppo.make_optimizer(fcfg.ppo)
   state = jax.jit(lambda ep: fused.init_state(make_env(ep), params, opt, key, jnp.full((envs,), -1, jnp.int32),
                                               envs))(env_params)

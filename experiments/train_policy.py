@@ -33,22 +33,25 @@ def main(argv):
   initialize_distributed()
   from data_pipelines import open_dataset
   from rsr import stages as stages_lib
-  from rsr.train import policy, sharding
+  from rsr.stages import bc as stage_bc
+  from rsr.stages import policy_config
+  from rsr.stages import ppo as stage_ppo
+  from rsr.train import sharding
   from rsr.utils import media
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   c = _CONFIG.value
   stages = stages_lib.parse(c.stages, stages_lib.POLICY)
   ds = open_dataset(c.data_dir)
-  policy.check(c, stages, ds)  # every stage's settings and the world model PPO loads, before BC compiles
+  policy_config.check(c, stages, ds)  # every stage's settings and the world model PPO loads, before BC compiles
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
   if sharding.lead():
     media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
   if "bc" in stages:
-    print("bc: " + json.dumps(policy.bc_stage(c, workdir, ds)))
+    print("bc: " + json.dumps(stage_bc.run(c, workdir, ds)))
   if "ppo" in stages:
-    print("ppo: " + json.dumps(policy.ppo_stage(c, workdir, ds)))
+    print("ppo: " + json.dumps(stage_ppo.run(c, workdir, ds)))
   print(f"workdir: {workdir}")
 
 

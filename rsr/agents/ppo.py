@@ -58,7 +58,7 @@ class PPOConfig:
   # equal micro-batches whose gradients are averaged (advantages normalized over the whole minibatch
   # first): the same update, computed in pieces. Speed only: on XLA:CPU the conv agent's gradient costs
   # 2.3x more per sample over 512 samples than over 128 (docs/benchmarks.md). Checkpoints and finished
-  # runs ignore it (rsr.train.policy.SPEED_FIELDS).
+  # runs ignore it (rsr.stages.policy_config.SPEED_FIELDS).
   microbatch: int = 0
 
 

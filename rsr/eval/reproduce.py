@@ -44,6 +44,9 @@ import ml_collections
 from rsr.eval import evaluate as ev
 from rsr.eval import tables as tables_lib
 from rsr.eval import trained as trained_lib
+from rsr.stages import bc as stage_bc
+from rsr.stages import policy_config
+from rsr.stages import ppo as stage_ppo
 from rsr.utils import checks
 from rsr.utils import configs as configs_lib
 from rsr.utils import media
@@ -110,7 +113,6 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   from data_pipelines import collect as collect_lib
   from rsr import stages as stages_lib
   from rsr.envs import SPLITS, TASK_NAMES
-  from rsr.train import policy as policy_lib
 
   methods = _names(config.methods, METHODS, "method")
   tasks = _names(config.tasks, TASK_NAMES, "task")
@@ -162,7 +164,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
            world_model_stages=stages)
   for m in methods:  # with the dataset in hand, a given world model is checked against it too
     with _fields_of(config, "policy"):
-      policy_lib.check(policy_config(config, p, m, tasks[0], seeds[0]), ds=ds if config.world_model_dir else None)
+      policy_config.check(run_config(config, p, m, tasks[0], seeds[0]), ds=ds if config.world_model_dir else None)
   return p
 
 
@@ -197,7 +199,7 @@ def world_model_config_for(config, data_dir: str) -> ml_collections.ConfigDict:
   return c
 
 
-def policy_config(config, p: Plan, method: str, task: str, seed: int) -> ml_collections.ConfigDict:
+def run_config(config, p: Plan, method: str, task: str, seed: int) -> ml_collections.ConfigDict:
   """The train_policy config of one sub-run (the shared BC run for method `bc`)."""
   c = copy.deepcopy(config.policy)
   c.data_dir, c.world_model_dir, c.seed = p.data_dir, p.world_model_dir, seed
@@ -213,11 +215,10 @@ def policy_config(config, p: Plan, method: str, task: str, seed: int) -> ml_coll
 # ---- done markers -----------------------------------------------------------------------------------
 
 def _comparable(config: ml_collections.ConfigDict, fields: tuple[str, ...] | None = None) -> dict:
-  from rsr.train import policy as policy_lib
 
   d = configs_lib.plain(config.to_dict())
   if isinstance(d.get("ppo"), dict):  # a policy sub-run: how its work is computed is not what it did
-    d = policy_lib.without_speed_fields(d)
+    d = policy_config.without_speed_fields(d)
   return {k: v for k, v in d.items() if k not in _PATH_FIELDS and (fields is None or k in fields)}
 
 
@@ -369,7 +370,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
 
   from data_pipelines import collect as collect_lib
   from data_pipelines import open_dataset
-  from rsr.train import policy as policy_lib
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
   ppo_methods = [m for m in p.methods if METHODS[m] is not None]
@@ -399,21 +399,21 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
     bar.update(1)
 
     for seed in p.seeds:
-      pc = policy_config(config, p, "bc", p.tasks[0], seed)
+      pc = run_config(config, p, "bc", p.tasks[0], seed)
       if _done(p.bc_dir(seed), pc, _BC_FIELDS) is None:
         stage(f"behaviour cloning, seed {seed} -> {p.bc_dir(seed)}")
         _write_config(p.bc_dir(seed), pc)
-        _mark_done(p.bc_dir(seed), pc, policy_lib.bc_stage(pc, p.bc_dir(seed), ds, progress=progress))
+        _mark_done(p.bc_dir(seed), pc, stage_bc.run(pc, p.bc_dir(seed), ds, progress=progress))
       bar.update(1)
       for task in p.tasks:
         for m in ppo_methods:
-          pc = policy_config(config, p, m, task, seed)
+          pc = run_config(config, p, m, task, seed)
           run_dir = p.run_dir(m, task, seed)
           if _done(run_dir, pc) is None:
             stage(f"{m} {task} seed {seed} -> {run_dir}")
             _copy_bc(p.bc_dir(seed), run_dir)
             _write_config(run_dir, pc)
-            summary = policy_lib.ppo_stage(pc, run_dir, ds, progress=progress)
+            summary = stage_ppo.run(pc, run_dir, ds, progress=progress)
             if not summary:
               raise RuntimeError(f"the PPO stage in {run_dir} did not finish")
             _mark_done(run_dir, pc, summary)

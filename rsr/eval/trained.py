@@ -20,6 +20,9 @@ from typing import Any
 import ml_collections
 
 from rsr.envs import rollout as rollout_lib
+from rsr.stages import bc as stage_bc
+from rsr.stages import policy_config
+from rsr.stages import ppo as stage_ppo
 from rsr.train.checkpoint import CheckpointError
 from rsr.utils import configs as configs_lib
 
@@ -46,10 +49,9 @@ class TrainedPolicy:
     """The mean-action policy of these weights (params is an argument so that one compiled rollout serves
     any weights of the same network)."""
     from rsr.agents.networks import ActorCritic
-    from rsr.train import policy as policy_lib
 
-    model = ActorCritic(policy_lib.agent_config(self.config))
-    return policy_lib.mean_policy(model.apply, params, self.config.agent.use_goal)
+    model = ActorCritic(policy_config.agent_config(self.config))
+    return stage_ppo.mean_policy(model.apply, params, self.config.agent.use_goal)
 
   def describe(self) -> dict:
     """What a results file records about the evaluated policy."""
@@ -75,7 +77,6 @@ def load(workdir: str) -> TrainedPolicy:
     ValueError: naming the path, when the workdir, its config.json or a finished checkpoint is missing,
       or when a checkpoint cannot be read or comes from another config.
   """
-  from rsr.train import policy as policy_lib
 
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
@@ -105,10 +106,10 @@ def load(workdir: str) -> TrainedPolicy:
   directory = os.path.join(workdir, "checkpoints", stage)
   try:
     if stage == "ppo":
-      params, step = policy_lib.load_ppo_params(config, workdir, image_size)
-      finished = step == policy_lib.ppo_calls(config)
+      params, step = stage_ppo.load_params(config, workdir, image_size)
+      finished = step == stage_ppo.calls(config)
     else:
-      params, step, finished = policy_lib.load_bc(config, workdir, image_size), config.bc.steps, True
+      params, step, finished = stage_bc.load(config, workdir, image_size), config.bc.steps, True
   except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds; the user needs the path
     if isinstance(e, CheckpointError) or (isinstance(e, ValueError) and str(e).startswith(_OWN_ERRORS)):
       raise ValueError(str(e).strip().splitlines()[0]) from None  # ours: they name the directory and step

@@ -209,8 +209,8 @@ def reward_stage(config, workdir: str, tok_ds, progress: bool = True,
     return out
 
   state, last, finished = loop.run(
-      STAGE, workdir, state, loader, step_fn, s["steps"], evaluate, s["eval_every"], s["checkpoint_every"],
-      compat=_compat(config, hcfg, s, tok_ds), batch_fn=transitions, progress=progress,
+      STAGE, workdir, state, step_fn, evaluate, loop.Schedule(s["steps"], s["eval_every"], s["checkpoint_every"]),
+      _compat(config, hcfg, s, tok_ds), loader=loader, batch_fn=transitions, progress=progress,
       max_steps_this_run=max_steps_this_run)
   if not finished:
     return {}

@@ -5,7 +5,7 @@ One definition for the binaries (experiments.train_world_model, experiments.trai
 
   world model  tokenizer -> tokenize -> dynamics -> goal -> reward   (rsr/world_model/pipeline.py,
                rsr/rewards/learned.py)
-  policy       bc -> ppo                                             (rsr/train/policy.py)
+  policy       bc -> ppo                                             (rsr/stages/bc.py, ppo.py)
 """
 
 from __future__ import annotations

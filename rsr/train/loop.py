@@ -21,29 +21,42 @@ metrics, TensorBoard and the progress bar are process 0's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable, Mapping
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from data_pipelines.loader import LoaderState
+from rsr.train import sharding
 from rsr.train.checkpoint import Checkpointer
 from rsr.train.metrics import MetricsWriter
 
 
-def run(stage: str, workdir: str, state: Any, loader, step_fn: Callable, steps: int,
-        evaluate: Callable[[Any], Mapping[str, float]], eval_every: int, checkpoint_every: int,
-        compat: Mapping[str, Any], batch_fn: Callable[[dict], Any] = lambda b: b, log_every: int = 10,
-        progress: bool = True, max_steps_this_run: int | None = None, mesh=None,
-        fsdp: bool = False) -> tuple[Any, dict, bool]:
-  """Runs `stage` to `steps`; returns (state, last evaluation, finished). See the module docstring.
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """When a stage stops and what it does on the way, in steps: it logs every `log_every`, evaluates every
+  `eval_every` and saves every `checkpoint_every`, and does all three at the last step."""
 
-  Writes WORKDIR/checkpoints/STAGE (orbax), WORKDIR/tb/STAGE (TensorBoard) and `metrics.jsonl` lines {"stage": STAGE, "step", ...}.
+  steps: int
+  eval_every: int
+  checkpoint_every: int
+  log_every: int = 10
+
+
+def run(stage: str, workdir: str, state: Any, step_fn: Callable, evaluate: Callable[[Any], Mapping[str, float]],
+        schedule: Schedule, compat: Mapping[str, Any], *, loader=None,
+        batch_fn: Callable[[dict], Any] = lambda b: b, progress: bool = True,
+        max_steps_this_run: int | None = None, mesh=None, fsdp: bool = False) -> tuple[Any, dict, bool]:
+  """Runs `stage` to `schedule.steps`; returns (state, last evaluation, finished). See the module docstring.
+
+  Writes WORKDIR/checkpoints/STAGE (orbax), WORKDIR/tb/STAGE (TensorBoard) and `metrics.jsonl` lines
+  {"stage": STAGE, "step", ...}.
   `max_steps_this_run` stops early as a kill would (tests of resume use it); then finished is False.
   """
-  from data_pipelines.loader import LoaderState
-  from rsr.train import sharding
-
+  steps, eval_every, checkpoint_every, log_every = (schedule.steps, schedule.eval_every,
+                                                    schedule.checkpoint_every, schedule.log_every)
   lead = sharding.lead()
   batch_sharding, placed = None, None
   if mesh is not None:
@@ -136,12 +149,9 @@ class _NoData:
   """The loader of a stage without a dataset: batches are None, the position is the step."""
 
   def init_state(self):
-    from data_pipelines.loader import LoaderState
     return LoaderState(step=np.asarray(0, np.int64))
 
-  def iterate(self, state, sharding=None):
-    from data_pipelines.loader import LoaderState
-
+  def iterate(self, state, sharding=None):  # noqa: ARG002 - the loaders' signature
     del sharding
     def gen():
       step = int(state.step)

@@ -239,8 +239,8 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
 
   mesh, fsdp = sharding.config_mesh(config)
   state, last, finished = loop.run(
-      stage, workdir, state, loader, step_fn, trn.steps, evaluate, d.eval_every, d.checkpoint_every,
-      compat=_dynamics_compat(config, mcfg, tok_ds, stage),
+      stage, workdir, state, step_fn, evaluate, loop.Schedule(trn.steps, d.eval_every, d.checkpoint_every),
+      _dynamics_compat(config, mcfg, tok_ds, stage), loader=loader,
       batch_fn=lambda b: {k: b[k] for k in ("tokens", "action", "task", "done", "mask")},
       progress=progress, max_steps_this_run=max_steps_this_run, mesh=mesh, fsdp=fsdp)
   if not finished:

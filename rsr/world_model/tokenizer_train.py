@@ -203,10 +203,9 @@ def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: i
 
   mesh, fsdp = sharding.config_mesh(config)
   state, last, finished = loop.run(
-      "tokenizer", workdir, state, loader, step_fn, trn.steps, evaluate, t.eval_every, t.checkpoint_every,
-      compat=checkpoint_compat(config, ds),
-      batch_fn=lambda b: _frames(b, cameras), progress=progress, max_steps_this_run=max_steps_this_run,
-      mesh=mesh, fsdp=fsdp)
+      "tokenizer", workdir, state, step_fn, evaluate, loop.Schedule(trn.steps, t.eval_every, t.checkpoint_every),
+      checkpoint_compat(config, ds), loader=loader, batch_fn=lambda b: _frames(b, cameras), progress=progress,
+      max_steps_this_run=max_steps_this_run, mesh=mesh, fsdp=fsdp)
   if not finished:
     return {}
   rows = []

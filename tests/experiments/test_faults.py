@@ -69,8 +69,8 @@ _INIT = _Toy(step=jnp.zeros((), jnp.int32), w=jnp.zeros((4,)))
 
 def _train(workdir: str, steps: int, step_fn=_step):
   """The toy stage to `steps`, a checkpoint every 2 steps (2 kept), every loss logged."""
-  return loop.run("toy", workdir, _INIT, None, step_fn, steps, lambda s: {}, 100, 2, compat={"toy": 1},
-                  progress=False, log_every=1)
+  return loop.run("toy", workdir, _INIT, step_fn, lambda s: {}, loop.Schedule(steps, 100, 2, log_every=1),
+                  {"toy": 1}, progress=False)
 
 
 def _losses(workdir: str) -> list[tuple[int, float]]:
@@ -307,14 +307,14 @@ def test_world_model_check_names_the_field(field, value):
                                          ("ppo.rollout_len", 0)])
 def test_policy_check_names_the_field(field, value):
   from experiments.configs import policy as presets
-  from rsr.train import policy
+  from rsr.stages import policy_config
 
   c = presets.get_config("tiny")
   section, name = field.split(".")
   c[section][name] = value
   with pytest.raises(ValueError, match=rf"^{field}\b"):
-    policy.check(c, ["bc", "ppo"])
-  policy.check(presets.get_config("tiny"), ["bc", "ppo"])
+    policy_config.check(c, ["bc", "ppo"])
+  policy_config.check(presets.get_config("tiny"), ["bc", "ppo"])
 
 
 @pytest.mark.parametrize("binary,args,named", [

@@ -90,8 +90,8 @@ def _dynamics(a, two_process_data: bool) -> list[float]:
   workdir = os.path.join(a.workdir, "dynamics")
   mesh = sharding.make_mesh(model=2)  # data 4 x model 2, FSDP: both axes in use
   kw = dict(stage="dynamics", workdir=workdir, loader=loader, step_fn=dynamics_train.make_train_step(model, trn),
-            steps=4, evaluate=lambda s: {}, eval_every=100, checkpoint_every=2, compat={"test": 1},
-            batch_fn=lambda b: {k: b[k] for k in ("tokens", "action", "task", "done", "mask")}, log_every=1,
+            evaluate=lambda s: {}, schedule=loop.Schedule(4, 100, 2, log_every=1), compat={"test": 1},
+            batch_fn=lambda b: {k: b[k] for k in ("tokens", "action", "task", "done", "mask")},
             progress=False, mesh=mesh, fsdp=True)
   init = lambda: dynamics_train.init_state(model, trn, jax.random.PRNGKey(0))  # noqa: E731 (donated)
   loop.run(state=init(), max_steps_this_run=2, **kw)  # "killed" after step 2 (checkpointed)
@@ -112,16 +112,17 @@ def _policy(a) -> dict:
   from experiments.configs import policy as policy_configs
   from rsr.agents import ppo
   from rsr.agents.networks import ActorCritic, init_params
-  from rsr.train import fused, policy, sharding
+  from rsr.stages import environments, policy_config
+  from rsr.train import fused, sharding
   from rsr.train.checkpoint import Checkpointer
 
   c = policy_configs.get_config("tiny")
   c.data_dir, c.world_model_dir = a.data_dir, a.world_model_dir
   ds = open_dataset(c.data_dir)
-  fcfg = policy.ppo_config(c)
-  acfg = policy.agent_config(c)
+  fcfg = policy_config.ppo_config(c)
+  acfg = policy_config.agent_config(c)
   model = ActorCritic(acfg)
-  make_env, env_params, _ = policy.world_model_env(c, ds, progress=False)
+  make_env, env_params, _ = environments.world_model_env(c, ds, progress=False)
   opt = ppo.make_optimizer(fcfg.ppo)
   params = init_params(acfg, jax.random.PRNGKey(1), (ds.spec.height, ds.spec.width))
   state = jax.jit(lambda ep, s, k: fused.init_state(make_env(ep), params, opt, k, s, fcfg.num_envs))(

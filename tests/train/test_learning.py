@@ -30,7 +30,10 @@ from rsr.envs import wrappers
 from rsr.envs.tabletop import scenes as scenes_lib
 from rsr.envs import rollout as rollout_lib
 from rsr.eval.stats import wilson_interval
-from rsr.train import fused, policy
+from rsr.stages import bc as stage_bc
+from rsr.stages import environments, policy_config
+from rsr.stages import ppo as stage_ppo
+from rsr.train import fused
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -77,7 +80,7 @@ def _wm_config(tiny_dataset: str, world_model_dir: str):
 def wm_setup(tiny_dataset, learned_world_model):
   c = _wm_config(tiny_dataset, learned_world_model)
   ds = open_dataset(tiny_dataset)
-  make_env, env_params, bank = policy.world_model_env(c, ds, progress=False)
+  make_env, env_params, bank = environments.world_model_env(c, ds, progress=False)
   env = make_env(env_params)
   while isinstance(env, wrappers.Wrapper):  # the WorldModelEnv under the batch wrappers
     env = env.env
@@ -118,19 +121,19 @@ def test_ppo_raises_endogenous_return_in_world_model(wm_setup):
   """150 PPO updates inside the world model raise the mean endogenous return of the policy's mean action
   over the initial policy's, on the same 64 starts (deterministic: greedy imagination, mean actions)."""
   c, ds, make_env, env_params, _, env = wm_setup
-  acfg = policy.agent_config(c)
+  acfg = policy_config.agent_config(c)
   model = ActorCritic(acfg)
   params = init_params(acfg, jax.random.PRNGKey(c.seed), (ds.spec.height, ds.spec.width))
   horizon, episodes = c.wm_env.horizon, 64
 
   @jax.jit
   def evaluate(p):
-    ep = rollout_lib.rollout(env, policy.mean_policy(model.apply, p, acfg.use_goal), jax.random.PRNGKey(5),
+    ep = rollout_lib.rollout(env, stage_ppo.mean_policy(model.apply, p, acfg.use_goal), jax.random.PRNGKey(5),
                              jnp.full((episodes,), -1, jnp.int32), horizon)
     return {"return": ep.ret.mean(), "success": ep.success.mean(), "length": ep.length.mean()}
 
   before = {k: float(v) for k, v in evaluate(params).items()}
-  fcfg = policy.ppo_config(c)
+  fcfg = policy_config.ppo_config(c)
   opt = ppo.make_optimizer(fcfg.ppo)
   state = jax.jit(lambda ep, k: fused.init_state(make_env(ep), params, opt, k, jnp.full((fcfg.num_envs,), -1, jnp.int32),
                                                  fcfg.num_envs))(env_params, jax.random.PRNGKey(c.seed + 1))
@@ -183,12 +186,12 @@ def test_ppo_raises_sim_success_from_weak_bc(tmp_path):
   ds = open_dataset(data_dir)
   workdir = str(tmp_path / "policy")
   t0 = time.perf_counter()
-  policy.bc_stage(c, workdir, ds, progress=False)
+  stage_bc.run(c, workdir, ds, progress=False)
   t_bc = time.perf_counter() - t0
   hw = (ds.spec.height, ds.spec.width)
-  params = policy.load_bc(c, workdir, hw)
-  model = ActorCritic(policy.agent_config(c))
-  evaluate = policy.sim_evaluator(c, ds, model.apply)
+  params = stage_bc.load(c, workdir, hw)
+  model = ActorCritic(policy_config.agent_config(c))
+  evaluate = stage_ppo.sim_evaluator(c, ds, model.apply)
   episodes = 128
 
   def success(p) -> tuple[int, float]:
@@ -196,9 +199,9 @@ def test_ppo_raises_sim_success_from_weak_bc(tmp_path):
     return int(np.sum(ep.success)), float(np.mean(ep.ret))
 
   before = success(params)
-  make_env, _ = policy.sim_env(c, ds)  # the ppo_sim baseline's env: episodes run to the horizon
+  make_env, _ = environments.sim_env(c, ds)  # the ppo_sim baseline's env: episodes run to the horizon
   batched = make_env(None)
-  fcfg = policy.ppo_config(c)
+  fcfg = policy_config.ppo_config(c)
   opt = ppo.make_optimizer(fcfg.ppo)
   scenes = scenes_lib.sample_batch(jax.random.PRNGKey(c.seed + 17), "id", fcfg.num_envs)
   state = jax.jit(lambda s, k: fused.init_state(batched, params, opt, k, s, fcfg.num_envs))(

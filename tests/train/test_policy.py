@@ -16,7 +16,10 @@ from flax import struct
 
 from data_pipelines import open_dataset
 from experiments.configs import policy as policy_configs
-from rsr.train import loop, policy
+from rsr.stages import bc as stage_bc
+from rsr.stages import environments, policy_config
+from rsr.stages import ppo as stage_ppo
+from rsr.train import loop
 from rsr.train.checkpoint import Checkpointer
 from rsr.utils import configs as configs_lib
 
@@ -39,7 +42,7 @@ def _config(tiny_dataset, tiny_world_model, **kw):
 def wm(tiny_dataset, tiny_world_model):
   c = _config(tiny_dataset, tiny_world_model)
   ds = open_dataset(tiny_dataset)
-  make_env, params, bank = policy.world_model_env(c, ds, progress=False)
+  make_env, params, bank = environments.world_model_env(c, ds, progress=False)
   return c, ds, make_env, params, bank
 
 
@@ -47,7 +50,7 @@ def wm(tiny_dataset, tiny_world_model):
 def test_world_model_env_protocol(wm, distance):
   c, ds, _, params, bank = wm
   c = _config(c.data_dir, c.world_model_dir, **{"rewards.distance": distance})
-  make_env, params, bank = policy.world_model_env(c, ds, progress=False)
+  make_env, params, bank = environments.world_model_env(c, ds, progress=False)
   env = make_env(params)
   n = 4
   state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.full((n,), -1, jnp.int32))
@@ -82,10 +85,10 @@ def test_mid_episode_starts_and_anchored_frames(wm):
   c, ds, _, _, _ = wm
   c = _config(c.data_dir, c.world_model_dir, **{"wm_env.starts": "any", "wm_env.render": "anchored",
                                                  "wm_env.goal": "real"})
-  make_env, params, bank = policy.world_model_env(c, ds, progress=False)
+  make_env, params, bank = environments.world_model_env(c, ds, progress=False)
   tok_ds_eps = {}
   from rsr.world_model import pipeline
-  wcfg = policy.world_model_config(c.world_model_dir)
+  wcfg = policy_config.world_model_config(c.world_model_dir)
   tok_ds = pipeline.tokenize_stage(wcfg, c.world_model_dir, ds, progress=False)
   offsets = set()
   for k in range(bank.size):
@@ -114,7 +117,7 @@ def test_world_model_env_chunks_step_the_same(wm):
   n = 4
   runs = {}
   for chunk in (0, 2, 3):
-    make_env, params, _ = policy.world_model_env(c, ds, progress=False, chunk=chunk)
+    make_env, params, _ = environments.world_model_env(c, ds, progress=False, chunk=chunk)
     env = make_env(params)
     state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.full((n,), -1, jnp.int32))
     step = jax.jit(env.step)
@@ -135,34 +138,35 @@ def test_world_model_env_chunks_step_the_same(wm):
 def test_auto_chunk_is_cpu_only():
   """wm_env.chunk = -1 (the cpu preset's) chunks on one CPU device only: on one GPU the chunks ran 2.4x
   slower than the whole batch; a mesh always steps its (already split) batch whole."""
-  assert policy.imagined_chunk(policy.AUTO_CHUNK, 1, "cpu") == policy.CPU_CHUNK == 8
-  assert policy.imagined_chunk(policy.AUTO_CHUNK, 1, "gpu") == 0
-  assert policy.imagined_chunk(policy.AUTO_CHUNK, 1, "tpu") == 0
-  assert policy.imagined_chunk(4, 1, "gpu") == 4  # a chunk set by hand is the user's choice
-  assert policy.imagined_chunk(policy.AUTO_CHUNK, 8, "cpu") == policy.imagined_chunk(4, 2, "gpu") == 0
+  assert policy_config.imagined_chunk(policy_config.AUTO_CHUNK, 1, "cpu") == policy_config.CPU_CHUNK == 8
+  assert policy_config.imagined_chunk(policy_config.AUTO_CHUNK, 1, "gpu") == 0
+  assert policy_config.imagined_chunk(policy_config.AUTO_CHUNK, 1, "tpu") == 0
+  assert policy_config.imagined_chunk(4, 1, "gpu") == 4  # a chunk set by hand is the user's choice
+  assert policy_config.imagined_chunk(policy_config.AUTO_CHUNK, 8, "cpu") == 0
+  assert policy_config.imagined_chunk(4, 2, "gpu") == 0
   from experiments.configs import policy as policy_configs
-  assert policy_configs.get_config("cpu").wm_env.chunk == policy.AUTO_CHUNK
+  assert policy_configs.get_config("cpu").wm_env.chunk == policy_config.AUTO_CHUNK
 
 
 def test_world_model_env_rejects_what_cannot_work(wm):
   c, ds, _, _, _ = wm
   with pytest.raises(ValueError, match="handcrafted exists only in the simulator"):
-    policy.check(_config(c.data_dir, c.world_model_dir, reward="handcrafted"))
+    policy_config.check(_config(c.data_dir, c.world_model_dir, reward="handcrafted"))
   with pytest.raises(ValueError, match="env=sim pays the simulator's handcrafted reward"):
-    policy.check(_config(c.data_dir, c.world_model_dir, env="sim", reward="endogenous"))
+    policy_config.check(_config(c.data_dir, c.world_model_dir, env="sim", reward="endogenous"))
   for chunk in (3, -2):
     with pytest.raises(ValueError, match=f"wm_env.chunk must be -1 .* or divide ppo.num_envs = 8, got {chunk}"):
-      policy.check(_config(c.data_dir, c.world_model_dir, **{"wm_env.chunk": chunk}))
-  policy.check(_config(c.data_dir, c.world_model_dir, **{"wm_env.chunk": policy.AUTO_CHUNK}))
+      policy_config.check(_config(c.data_dir, c.world_model_dir, **{"wm_env.chunk": chunk}))
+  policy_config.check(_config(c.data_dir, c.world_model_dir, **{"wm_env.chunk": policy_config.AUTO_CHUNK}))
   bad = _config(c.data_dir, c.world_model_dir, world_model_dir=os.path.join(c.data_dir, "nowhere"))
   with pytest.raises(ValueError, match="no .*config.json"):
-    policy.world_model_env(bad, ds, progress=False)
+    environments.world_model_env(bad, ds, progress=False)
 
 
 def test_learned_reward_runs_the_reward_head(wm):
   c, ds, _, _, _ = wm
   c = _config(c.data_dir, c.world_model_dir, reward="learned")
-  make_env, params, _ = policy.world_model_env(c, ds, progress=False)
+  make_env, params, _ = environments.world_model_env(c, ds, progress=False)
   env = make_env(params)
   state = env.reset(jax.random.split(jax.random.PRNGKey(1), 2), jnp.full((2,), -1, jnp.int32))
   state = jax.jit(env.step)(state, jnp.zeros((2, 5)))
@@ -179,14 +183,15 @@ from data_pipelines import open_dataset
 from experiments.configs import policy as policy_configs
 from rsr.agents import ppo
 from rsr.agents.networks import ActorCritic, init_params
-from rsr.train import fused, policy, sharding
+from rsr.stages import environments, policy_config
+from rsr.train import fused, sharding
 
 c = policy_configs.get_config("tiny")
 c.data_dir, c.world_model_dir = sys.argv[1], sys.argv[2]
 ds = open_dataset(c.data_dir)
-make_env, env_params, _ = policy.world_model_env(c, ds, progress=False)
-fcfg = policy.ppo_config(c)
-acfg = policy.agent_config(c)
+make_env, env_params, _ = environments.world_model_env(c, ds, progress=False)
+fcfg = policy_config.ppo_config(c)
+acfg = policy_config.agent_config(c)
 model = ActorCritic(acfg)
 params = init_params(acfg, jax.random.PRNGKey(0), (ds.spec.height, ds.spec.width))
 opt = ppo.make_optimizer(fcfg.ppo)
@@ -241,10 +246,10 @@ def test_ppo_stage_resumes_exactly(tiny_dataset, tiny_world_model, tmp_path):
   ds = open_dataset(tiny_dataset)
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   for w in (straight, killed):
-    policy.bc_stage(c, w, ds, progress=False)
-  a = policy.ppo_stage(c, straight, ds, progress=False)
-  assert policy.ppo_stage(c, killed, ds, progress=False, max_steps_this_run=2) == {}
-  b = policy.ppo_stage(c, killed, ds, progress=False)
+    stage_bc.run(c, w, ds, progress=False)
+  a = stage_ppo.run(c, straight, ds, progress=False)
+  assert stage_ppo.run(c, killed, ds, progress=False, max_steps_this_run=2) == {}
+  b = stage_ppo.run(c, killed, ds, progress=False)
   la, lb = _ppo_lines(straight), _ppo_lines(killed)
   assert [ln["step"] for ln in la if "train/loss" in ln] == [1, 2, 3, 4] and la == lb
   assert a == b and "sim_id/success" in a
@@ -266,7 +271,7 @@ def test_non_finite_loss_stops_without_saving(tmp_path):
 
   init = _Toy(step=jnp.zeros((), jnp.int32), w=jnp.zeros((2,)))
   with pytest.raises(FloatingPointError, match="loss is nan at step 4; stopped without saving"):
-    loop.run("toy", str(tmp_path), init, None, step_fn, 10, lambda s: {}, 100, 1, compat={"toy": 1},
+    loop.run("toy", str(tmp_path), init, step_fn, lambda s: {}, loop.Schedule(10, 100, 1), {"toy": 1},
              progress=False)
   ckpt = Checkpointer(str(tmp_path / "checkpoints" / "toy"), compat={"toy": 1})
   assert ckpt.latest_step() == 3
@@ -312,5 +317,5 @@ def test_config_written_before_speed_fields_still_loads(tmp_path):
   path = tmp_path / "config.json"
   path.write_text(json.dumps(raw))
   old = configs_lib.read(str(path), "policy")
-  assert policy.ppo_config(old).ppo.microbatch == 0
-  assert policy.ppo_compat(old) == policy.ppo_compat(c)
+  assert policy_config.ppo_config(old).ppo.microbatch == 0
+  assert stage_ppo.compat(old) == stage_ppo.compat(c)
