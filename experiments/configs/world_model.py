@@ -108,6 +108,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   r.warmup = {"tiny": 2, "cpu": 50, "paper": 500}[preset]
   r.eval_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
   r.checkpoint_every = {"tiny": 10, "cpu": 500, "paper": 5000}[preset]
+  r.weight_decay = 1e-4
+  r.grad_clip = 1.0
+  r.eval_windows = 512  # held-out windows of the R^2 report
+  r.quality_episodes = 32  # held-out episodes of the reward-quality (Spearman) report
 
   d.dtype = "float32"  # or "bfloat16" (matmuls; softmax, logits, losses and done head stay f32)
   d.remat = False  # activation checkpointing of the transformer blocks

@@ -79,19 +79,10 @@ class RewardHead(nn.Module):
 
 # ---- training ----------------------------------------------------------------------------------------
 
-TRAIN_DEFAULTS = dict(d_model=64, hidden=128, batch_size=16, steps=200, lr=1e-3, warmup=10, weight_decay=1e-4,
-                      grad_clip=1.0, eval_every=100, checkpoint_every=100, eval_windows=512,
-                      quality_episodes=32)
-
-
 def settings(config) -> dict[str, Any]:
-  """The `reward_head` group of a world-model config, every missing field filled from TRAIN_DEFAULTS."""
-  group = config.get("reward_head", None)
-  group = {} if group is None else dict(group)
-  unknown = sorted(set(group) - set(TRAIN_DEFAULTS))
-  if unknown:
-    raise ValueError(f"reward_head has unknown fields {unknown}; valid: {', '.join(TRAIN_DEFAULTS)}")
-  return {k: group.get(k, v) for k, v in TRAIN_DEFAULTS.items()}
+  """The `reward_head` group of a world-model config (a preset's, or a stored one read through
+  rsr.utils.configs.read, which fills the fields older runs lack) as a plain dict."""
+  return dict(config.reward_head)
 
 
 def check(config) -> None:

@@ -50,6 +50,11 @@ ADDED: dict[str, dict[str, Any]] = {
         "dynamics_train.probe_horizon": 0,
         "dynamics_train.probe_steps": 3000,
         "generate.copy_bias": 0.0,
+        # the reward head's group, from before the presets held it whole
+        "reward_head.d_model": 64, "reward_head.hidden": 128, "reward_head.batch_size": 16,
+        "reward_head.steps": 200, "reward_head.lr": 1e-3, "reward_head.warmup": 10,
+        "reward_head.weight_decay": 1e-4, "reward_head.grad_clip": 1.0, "reward_head.eval_every": 100,
+        "reward_head.checkpoint_every": 100, "reward_head.eval_windows": 512, "reward_head.quality_episodes": 32,
     },
     "policy": {
         "wm_env.render": "decoded",
