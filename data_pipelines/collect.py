@@ -35,11 +35,14 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from data_pipelines import behaviour, dataset as dataset_lib, publish as publish_lib, rlds
+from data_pipelines import behaviour, presets, rlds
+from data_pipelines import dataset as dataset_lib
+from data_pipelines import publish as publish_lib
 from rsr.envs import SPLITS, TASK_NAMES, make
 from rsr.envs import rollout as rollout_lib
 from rsr.envs.tabletop import scenes as scenes_lib
-from rsr.envs.tabletop.env import STATE_DIM
+from rsr.envs.tabletop.env import STATE_DIM, TabletopConfig
+from rsr.envs.tabletop.tasks import TASKS
 from rsr.utils import checks, configs, media
 
 CHUNKS = os.path.join(".collect", "chunks")
@@ -88,7 +91,6 @@ class CollectConfig:
       raise ValueError("noise_levels and noise_weights must be non-negative with a positive total weight")
     if not 0.0 <= float(c["explore_fraction"]) <= 1.0:
       raise ValueError(f"explore_fraction must be in [0, 1], got {c['explore_fraction']}")
-    from rsr.envs.tabletop.env import TabletopConfig
     TabletopConfig(height=c["image_size"], width=c["image_size"], cameras=tuple(c["cameras"])).validate()
     splits = [("train", "id", c["train_episodes"])]
     if c["val_episodes"]:
@@ -308,8 +310,6 @@ def collect(config: Mapping[str, Any], workdir: str, progress: bool = True) -> s
       bar.update(c.count)
   t_sim = time.time() - t0  # this run's share: chunks simulated before a kill are not counted
 
-  from rsr.envs.tabletop.tasks import TASKS
-
   def examples(split, scene_split):
     for c in chunks:
       if any(s == split for s, _ in c.episodes):
@@ -330,8 +330,6 @@ def resume_command(workdir: str) -> str:
   """The command that finishes the unfinished collection in `workdir`, as a user types it: its preset and
   every field that differs from the preset, read from the config it was started with."""
   import shlex
-
-  from data_pipelines import presets
 
   with open(os.path.join(workdir, ".collect", "config.json")) as f:
     stored = json.load(f)

@@ -25,6 +25,8 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rsr.envs.tabletop import scenes
+
 NAME = "rsr_tabletop"
 VERSION = "1.0.0"
 
@@ -59,7 +61,6 @@ def camera_key(camera: str) -> str:
 
 def scene_shapes() -> dict[str, tuple[tuple[int, ...], str]]:
   """Shapes and dtypes of one SceneParams, from the scene sampler itself (no copy to drift)."""
-  from rsr.envs.tabletop import scenes
 
   # An abstract key: a concrete one would run (and compile) a program just to be looked at.
   shapes = jax.eval_shape(lambda k: scenes.sample(k, "id"), jax.ShapeDtypeStruct((2,), np.uint32))

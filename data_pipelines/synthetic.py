@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_pipelines import publish, rlds
+from data_pipelines import dataset, publish, rlds
 from rsr.envs.tabletop.env import STATE_DIM
 from rsr.envs.tabletop.tasks import TASKS
 
@@ -54,5 +54,4 @@ def write_synthetic(workdir: str, splits: dict[str, int], image_size: int = 64,
   publish.write_dataset(workdir, spec, {s: (lambda s=s, n=n: episodes(spec, s, n, lengths, seed))
                                         for s, n in splits.items()},
                         episodes=sum(splits.values()), config=config, progress=progress)
-  from data_pipelines import dataset
   return dataset.dataset_dir(workdir)

@@ -41,15 +41,23 @@ from typing import Any, Callable
 
 import ml_collections
 
+from data_pipelines import collect as collect_lib
+from data_pipelines import dataset as dataset_lib
+from data_pipelines import open_dataset
+from rsr import stages as stages_lib
+from rsr.envs import SPLITS, TASK_NAMES
+from rsr.envs.tabletop.tasks import TASKS
+from rsr.eval import diagnostics
 from rsr.eval import evaluate as ev
 from rsr.eval import tables as tables_lib
 from rsr.eval import trained as trained_lib
+from rsr.rewards import learned, quality
 from rsr.stages import bc as stage_bc
 from rsr.stages import policy_config
 from rsr.stages import ppo as stage_ppo
-from rsr.utils import checks
+from rsr.utils import checks, media
 from rsr.utils import configs as configs_lib
-from rsr.utils import media
+from rsr.world_model import pipeline, tokenizer_train
 
 # method -> (env, reward) of its PPO stage; None: behaviour cloning only.
 METHODS: dict[str, tuple[str, str] | None] = {
@@ -110,9 +118,6 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   Raises:
     ValueError: naming the config field (methods, tasks, seeds, eval.*, the stages' own fields, ...).
   """
-  from data_pipelines import collect as collect_lib
-  from rsr import stages as stages_lib
-  from rsr.envs import SPLITS, TASK_NAMES
 
   methods = _names(config.methods, METHODS, "method")
   tasks = _names(config.tasks, TASK_NAMES, "task")
@@ -138,7 +143,6 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     raise ValueError(f"data_dir: {data_dir} does not exist")
   ds = None
   if config.data_dir:
-    from data_pipelines import dataset as dataset_lib
     ds = dataset_lib.open_dataset(data_dir, verify="none")  # the manifest only: the stages verify the shards
     spec = ds.spec
   else:
@@ -156,7 +160,6 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     if config.world_model_dir and not os.path.isfile(os.path.join(wm_dir, "config.json")):
       raise ValueError(f"world_model_dir: no {os.path.join(wm_dir, 'config.json')} (a train_world_model workdir)")
     if not config.world_model_dir:
-      from rsr.world_model import pipeline
       with _fields_of(config, "world_model"):
         pipeline.check(world_model_config_for(config, data_dir), stages, spec)
   p = Plan(workdir=workdir, methods=methods, tasks=tasks, seeds=seeds, splits=splits, data_dir=data_dir,
@@ -215,7 +218,6 @@ def run_config(config, p: Plan, method: str, task: str, seed: int) -> ml_collect
 # ---- done markers -----------------------------------------------------------------------------------
 
 def _comparable(config: ml_collections.ConfigDict, fields: tuple[str, ...] | None = None) -> dict:
-
   d = configs_lib.plain(config.to_dict())
   if isinstance(d.get("ppo"), dict):  # a policy sub-run: how its work is computed is not what it did
     d = policy_config.without_speed_fields(d)
@@ -253,8 +255,6 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 def _world_model(wcfg, workdir: str, ds, stages: list[str], progress: bool) -> dict:
   """The stages of experiments.train_world_model, in its order, in this process."""
-  from rsr.rewards import learned
-  from rsr.world_model import pipeline, tokenizer_train
 
   out = {}
   if "tokenizer" in stages:
@@ -264,7 +264,6 @@ def _world_model(wcfg, workdir: str, ds, stages: list[str], progress: bool) -> d
     if stage in stages:
       out[stage] = pipeline.dynamics_stage(wcfg, workdir, ds, tok_ds, progress=progress, stage=stage)
   if "reward" in stages:
-    from rsr.rewards import quality
     align, imagine = quality.for_world_model(wcfg, workdir, ds, tok_ds)
     out["reward"] = learned.reward_stage(wcfg, workdir, tok_ds, progress=progress, align=align, imagine=imagine)
   return out
@@ -286,8 +285,6 @@ def _copy_bc(bc_dir: str, run_dir: str) -> None:
 
 
 def _check_tasks(ds, tasks: list[str]) -> None:
-  from rsr.envs.tabletop.tasks import TASKS
-
   for split in ("train", "val"):
     have = set(int(t) for t in ds.index(split)["task_id"])
     missing = [t for t in tasks if TASKS[t].task_id not in have]
@@ -368,9 +365,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
 
   from absl import logging
 
-  from data_pipelines import collect as collect_lib
-  from data_pipelines import open_dataset
-
   logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
   ppo_methods = [m for m in p.methods if METHODS[m] is not None]
   grid = [(m, t, s) for s in p.seeds for t in p.tasks for m in p.methods]
@@ -433,7 +427,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
   table = tables_lib.build(rows)
   files = tables_lib.write(table, p.tables_dir)
   if p.world_model_stages:  # which stage limits the result: the world model's own held-out reports
-    from rsr.eval import diagnostics
     md = diagnostics.markdown(diagnostics.load(p.world_model_dir))
     if md:
       files["world_model"] = media.write_text(os.path.join(p.tables_dir, "world_model.md"), md)

@@ -19,6 +19,7 @@ from typing import Any
 
 import ml_collections
 
+from rsr.agents.networks import ActorCritic
 from rsr.envs import rollout as rollout_lib
 from rsr.stages import bc as stage_bc
 from rsr.stages import policy_config
@@ -48,7 +49,6 @@ class TrainedPolicy:
   def make_policy(self, params: Any) -> rollout_lib.Policy:
     """The mean-action policy of these weights (params is an argument so that one compiled rollout serves
     any weights of the same network)."""
-    from rsr.agents.networks import ActorCritic
 
     model = ActorCritic(policy_config.agent_config(self.config))
     return stage_ppo.mean_policy(model.apply, params, self.config.agent.use_goal)

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsr.world_model.fsq import FSQ
+from rsr.world_model.tokenizer import Tokenizer
 
 _EPS = 1e-10  # LPIPS's normalize_tensor epsilon
 
@@ -110,7 +111,6 @@ def tokenizer_distance(tokenizer, tok_params, a: jax.Array, b: jax.Array) -> jax
   tokenizer: a `rsr.world_model.tokenizer.Tokenizer`; a, b: f32[..., H, W, 3] in [0, 1] -> f32[...].
   Jittable: close over the tokenizer, e.g. jax.jit(lambda a, b: tokenizer_distance(tok, params, a, b)).
   """
-  from rsr.world_model.tokenizer import Tokenizer
 
   _check_images("tokenizer_distance", a, b)
   # Two passes of the same shape rather than one over both: a batched convolution may round rows at

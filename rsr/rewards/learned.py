@@ -36,7 +36,8 @@ from rsr.rewards import quality
 from rsr.train import loop
 from rsr.train.checkpoint import Checkpointer
 from rsr.train.optim import adamw_cosine
-from rsr.utils import configs, media
+from rsr.utils import checks, configs, media
+from rsr.world_model import tokenizer_train
 
 STAGE = "reward"
 
@@ -87,7 +88,6 @@ def settings(config) -> dict[str, Any]:
 
 def check(config) -> None:
   """The reward stage's settings (ValueErrors naming `reward_head.FIELD`), before anything compiles."""
-  from rsr.utils import checks
 
   s = settings(config)
   checks.positive(s, "reward_head", "d_model", "hidden", "batch_size", "steps", "lr", "grad_clip", "eval_every",
@@ -177,7 +177,6 @@ def reward_stage(config, workdir: str, tok_ds, progress: bool = True,
   (`{split}/align_spearman`, `{split}/head_spearman`, their `_within` forms, `{split}/quality_episodes`,
   `{split}/quality_steps`); with imagine too, those of the endogenous reward on imagined frames
   (`{split}/imagined_align_spearman`, `{split}/imagined_reward_spearman`, ...)."""
-  from rsr.world_model import tokenizer_train
 
   check(config)
   s = settings(config)

@@ -33,6 +33,9 @@ import numpy as np
 from scipy import stats
 
 from rsr.rewards import distance, endogenous
+from rsr.world_model import evaluate as wm_eval
+from rsr.world_model import generate, pipeline, tokenizer_train
+from rsr.world_model.tokenizer import Tokenizer
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -47,7 +50,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 def make_alignment(tokenizer, tok_params, views: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
   """-> align(tokens i32[T, N], goal i32[N]) -> f32[T]: 1 - the tokenizer-feature distance of each decoded
   frame to the decoded goal, averaged over the views (N = views x side x side), as WorldModelEnv pays it."""
-  from rsr.world_model.tokenizer import Tokenizer
 
   @jax.jit
   def align(tokens, goal):
@@ -134,7 +136,6 @@ def make_imagine(model, params, context: int, gen, key: jax.Array) -> Callable:
   """-> imagine(tokens i32[B, C, N], actions f32[B, C + H, A], task i32[B]) -> (tokens i32[B, H, N], done
   probabilities f32[B, H]) for `reward_quality`: the dynamics model's open loop (rsr/world_model/evaluate.py)
   from C = `context` real frames with the real actions, one compilation per H."""
-  from rsr.world_model import evaluate as wm_eval
 
   def imagine(tokens, actions, task):
     run = wm_eval.make_rollout(model, context, actions.shape[1] - context, gen)
@@ -147,7 +148,6 @@ def make_imagine(model, params, context: int, gen, key: jax.Array) -> Callable:
 def for_world_model(config, workdir: str, ds, tok_ds) -> tuple[Callable, Callable | None]:
   """(align, imagine) of a world-model workdir for the reward stage: the trained tokenizer's alignment
   term, and the trained dynamics model's open loop (None while there is no dynamics checkpoint yet)."""
-  from rsr.world_model import generate, pipeline, tokenizer_train
 
   tok_model, tok_params, _ = pipeline.load_tokenizer(config, workdir, ds)
   align = make_alignment(tok_model, tok_params, len(ds.frame_keys))

@@ -30,6 +30,7 @@ from flax import struct
 
 from rsr.agents import ppo
 from rsr.envs import core
+from rsr.train import sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +99,6 @@ def init_state(env: core.Env, params: Any, optimizer: optax.GradientTransformati
 def place(state: PolicyState, mesh, num_envs: int) -> PolicyState:
   """Puts a PolicyState on a mesh: the environments' state (and per-env reward statistics) sharded on
   `data`, everything else replicated."""
-  from rsr.train import sharding
 
   return sharding.replicate(state, mesh).replace(env_state=sharding.put(state.env_state, mesh, num_envs),
                                                  scaler=sharding.put(state.scaler, mesh, num_envs))

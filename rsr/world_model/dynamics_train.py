@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from rsr.train import sharding
 from rsr.train.optim import adamw_cosine
 from rsr.world_model import token_head
 from rsr.world_model.dynamics import Dynamics, DynamicsConfig
@@ -180,7 +181,6 @@ def lower_sharded_step(model: Dynamics, cfg: DynamicsTrainConfig, mesh, fsdp: bo
   """The jitted training step lowered for `mesh` from abstract arrays (nothing is allocated, so the
   paper model lowers on a laptop): the state on rsr.train.sharding.state_shardings, a batch of
   `batch_size` windows split over every device. Returns (lowered, abstract state, its shardings)."""
-  from rsr.train import sharding
 
   state = jax.eval_shape(lambda k: init_state(model, cfg, k), jax.random.PRNGKey(0))
   shardings = sharding.state_shardings(state, mesh, fsdp)

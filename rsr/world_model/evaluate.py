@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rsr.utils import media
 from rsr.world_model import dynamics as dyn
 from rsr.world_model import dynamics_train, generate
 from rsr.world_model import probe as probe_lib
@@ -160,7 +161,6 @@ def goal_metrics(model, params, decode, tok_ds, ds, split: str, episodes: int, m
   """WM_goal from the first frames of held-out successful episodes: how often its rollout reaches done,
   in how many steps, and how close its goal image is to the real frame of first success (PSNR), next to
   the first frame itself as the do-nothing reference. Also a grid image: first | imagined goal | real."""
-  from rsr.utils import media
 
   idx = [i for i in range(tok_ds.num_episodes(split)) if tok_ds.read(split, i)["success"].any()][:episodes]
   if not idx:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsr.world_model import token_head
-from rsr.world_model.dynamics import Cache, Dynamics
+from rsr.world_model.dynamics import Cache, Dynamics, init_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,6 @@ def goal_rollout(model: Dynamics, params, first_tokens: jax.Array, task: jax.Arr
 
   first_tokens i32[B, N], task i32[B] -> (goal tokens i32[B, N], reached bool[B], steps i32[B]).
   """
-  from rsr.world_model.dynamics import init_cache
 
   b = first_tokens.shape[0]
   zeros = jnp.zeros((b, model.cfg.action_dim))

@@ -15,21 +15,22 @@ import dataclasses
 import os
 from typing import Any
 
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from data_pipelines import tokenized
-from data_pipelines.loader import WindowConfig, WindowLoader
+from data_pipelines.loader import DONE_LABELS, WindowConfig, WindowLoader
+from rsr.envs.tabletop.tasks import TASKS
+from rsr.rewards import learned
 from rsr.train import loop, sharding
 from rsr.train.checkpoint import Checkpointer
-from rsr.utils import media
+from rsr.utils import checks, media
 from rsr.world_model import dynamics as dyn
-from rsr.world_model import dynamics_train, generate
-from rsr.world_model import probe as probe_lib
+from rsr.world_model import dynamics_train, generate, tokenizer_train
 from rsr.world_model import evaluate as wm_eval
-from rsr.world_model import tokenizer_train
+from rsr.world_model import probe as probe_lib
 from rsr.world_model.fsq import FSQ
 from rsr.world_model.tokenizer import Tokenizer
 
@@ -43,14 +44,11 @@ def check(config, stages, spec) -> None:
   if {"dynamics", "goal"} & set(stages):
     check_dynamics(config, spec)
   if "reward" in stages:
-    from rsr.rewards import learned
     learned.check(config)
 
 
 def check_dynamics(config, spec) -> None:
   """The settings WM_act and WM_goal both train with (dynamics, dynamics_train, generate, mesh)."""
-  from data_pipelines.loader import DONE_LABELS
-  from rsr.utils import checks
 
   tcfg = tokenizer_train.tokenizer_config(config)
   checks.positive(config.dynamics, "dynamics", "d_model", "layers", "heads", "mlp_ratio", "window")
@@ -362,7 +360,6 @@ def load_dynamics(config, workdir: str, tok_ds, vocab: int, stage: str = "dynami
 
 def _write_videos(workdir: str, last_frames: dict, context: int, ds) -> None:
   """videos/imagined_SPLIT_TASK.gif: real (left) | imagined (right) for one held-out window per task."""
-  from rsr.envs.tabletop.tasks import TASKS
 
   names = {t.task_id: n for n, t in TASKS.items()}
   for split, (frames, pix, task) in last_frames.items():

@@ -16,7 +16,11 @@ import numpy as np
 import optax
 from flax import struct
 
+from data_pipelines import rlds
+from data_pipelines.loader import WindowConfig, WindowLoader
+from rsr.train import loop, sharding
 from rsr.train.optim import adamw_cosine
+from rsr.utils import checks, media
 from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig, to_unit
 
 
@@ -116,7 +120,6 @@ def check(config, spec) -> None:
   """Every tokenizer setting, against the dataset's frames (`spec`: rlds.DatasetSpec) and the devices
   present: ValueErrors naming the field, before anything compiles. The later stages load this tokenizer,
   so they check its model fields too."""
-  from rsr.utils import checks
 
   tok = config.tokenizer
   channels = checks.positive_ints(tok.channels, "tokenizer.channels")
@@ -155,8 +158,6 @@ def _frames(batch: dict, cameras: tuple[str, ...]) -> np.ndarray:
 
 
 def _eval_frames(ds, split: str, cameras: tuple[str, ...], n: int, seed: int) -> np.ndarray:
-  from data_pipelines.loader import WindowConfig, WindowLoader
-
   per = max(1, n // len(cameras))
   return _frames(WindowLoader(ds, split, WindowConfig(batch_size=per, window=1), seed=seed).batch(0), cameras)
 
@@ -170,11 +171,6 @@ def train(config, workdir: str, ds, progress: bool = True, max_steps_this_run: i
   Returns the final held-out metrics.
   """
   import os
-
-  from data_pipelines import rlds
-  from data_pipelines.loader import WindowConfig, WindowLoader
-  from rsr.train import loop, sharding
-  from rsr.utils import media
 
   tcfg = tokenizer_config(config)
   t = config.tokenizer_train
