@@ -27,37 +27,37 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/world_model", "Where checkpoints
 def main(argv):
   del argv
   initialize_distributed()
+  from absl import logging
+
   from data_pipelines import open_dataset
   from rsr import stages as stages_lib
+  from rsr.stages import reward as stage_reward
+  from rsr.stages import tokenizer as stage_tokenizer
+  from rsr.stages import world_model as wm_stages
   from rsr.train import sharding
   from rsr.utils import media
-  from rsr.world_model import pipeline, tokenizer_train
-
-  from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   c = _CONFIG.value
   stages = stages_lib.parse(c.stages, stages_lib.WORLD_MODEL)
   ds = open_dataset(c.data_dir)
-  pipeline.check(c, stages, ds.spec)  # every stage's settings, before the first one compiles anything
+  wm_stages.check(c, stages, ds.spec)  # every stage's settings, before the first one compiles anything
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
   if sharding.lead():
     media.write_text(os.path.join(workdir, "config.json"), c.to_json_best_effort(indent=2) + "\n")
 
   if "tokenizer" in stages:
-    print("tokenizer: " + json.dumps(tokenizer_train.train(c, workdir, ds)))
+    print("tokenizer: " + json.dumps(stage_tokenizer.run(c, workdir, ds)))
   tok_ds = None
   if {"tokenize", "dynamics", "goal", "reward"} & set(stages):
-    tok_ds = pipeline.tokenize_stage(c, workdir, ds)
+    tok_ds = wm_stages.tokenize_stage(c, workdir, ds)
     print(f"tokens: {tok_ds.path} ({tok_ds.tokens_per_frame} tokens per frame)")
   for stage in ("dynamics", "goal"):
     if stage in stages:
-      print(f"{stage}: " + json.dumps(pipeline.dynamics_stage(c, workdir, ds, tok_ds, stage=stage)))
+      print(f"{stage}: " + json.dumps(wm_stages.dynamics_stage(c, workdir, ds, tok_ds, stage=stage)))
   if "reward" in stages:
-    from rsr.rewards import learned
-    from rsr.rewards import quality
-    align, imagine = quality.for_world_model(c, workdir, ds, tok_ds)
-    print("reward: " + json.dumps(learned.reward_stage(c, workdir, tok_ds, align=align, imagine=imagine)))
+    align, imagine = stage_reward.for_world_model(c, workdir, ds, tok_ds)
+    print("reward: " + json.dumps(stage_reward.run(c, workdir, tok_ds, align=align, imagine=imagine)))
   print(f"workdir: {workdir}")
 
 

@@ -51,13 +51,14 @@ from rsr.eval import diagnostics
 from rsr.eval import evaluate as ev
 from rsr.eval import tables as tables_lib
 from rsr.eval import trained as trained_lib
-from rsr.rewards import learned, quality
 from rsr.stages import bc as stage_bc
 from rsr.stages import policy_config
 from rsr.stages import ppo as stage_ppo
+from rsr.stages import reward as stage_reward
+from rsr.stages import tokenizer as stage_tokenizer
+from rsr.stages import world_model as wm_stages
 from rsr.utils import checks, media
 from rsr.utils import configs as configs_lib
-from rsr.world_model import pipeline, tokenizer_train
 
 # method -> (env, reward) of its PPO stage; None: behaviour cloning only.
 METHODS: dict[str, tuple[str, str] | None] = {
@@ -161,7 +162,7 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
       raise ValueError(f"world_model_dir: no {os.path.join(wm_dir, 'config.json')} (a train_world_model workdir)")
     if not config.world_model_dir:
       with _fields_of(config, "world_model"):
-        pipeline.check(world_model_config_for(config, data_dir), stages, spec)
+        wm_stages.check(world_model_config_for(config, data_dir), stages, spec)
   p = Plan(workdir=workdir, methods=methods, tasks=tasks, seeds=seeds, splits=splits, data_dir=data_dir,
            world_model_dir=wm_dir, own_data=not config.data_dir, own_world_model=not config.world_model_dir,
            world_model_stages=stages)
@@ -258,14 +259,14 @@ def _world_model(wcfg, workdir: str, ds, stages: list[str], progress: bool) -> d
 
   out = {}
   if "tokenizer" in stages:
-    out["tokenizer"] = tokenizer_train.train(wcfg, workdir, ds, progress=progress)
-  tok_ds = pipeline.tokenize_stage(wcfg, workdir, ds, progress=progress)
+    out["tokenizer"] = stage_tokenizer.run(wcfg, workdir, ds, progress=progress)
+  tok_ds = wm_stages.tokenize_stage(wcfg, workdir, ds, progress=progress)
   for stage in ("dynamics", "goal"):
     if stage in stages:
-      out[stage] = pipeline.dynamics_stage(wcfg, workdir, ds, tok_ds, progress=progress, stage=stage)
+      out[stage] = wm_stages.dynamics_stage(wcfg, workdir, ds, tok_ds, progress=progress, stage=stage)
   if "reward" in stages:
-    align, imagine = quality.for_world_model(wcfg, workdir, ds, tok_ds)
-    out["reward"] = learned.reward_stage(wcfg, workdir, tok_ds, progress=progress, align=align, imagine=imagine)
+    align, imagine = stage_reward.for_world_model(wcfg, workdir, ds, tok_ds)
+    out["reward"] = stage_reward.run(wcfg, workdir, tok_ds, progress=progress, align=align, imagine=imagine)
   return out
 
 

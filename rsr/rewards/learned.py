@@ -10,19 +10,14 @@ Model (cheap: it runs at every imagined step): token + position + task embedding
 mixes the task into every token, then two readouts, the mean over tokens (what is in the frame) and a few
 numbers per token flattened (where it is), into a one-hidden-layer MLP.
 
-Stage "reward" (resumable, like the world model's stages): trains on the tokenized dataset's `train`
-split, reports MSE and R^2 (explained variance) on `val` and every `ood*` split, checkpoints to
-WORKDIR/checkpoints/reward and writes WORKDIR/tables/reward.json; given the tokenizer's alignment term, the
-table also holds how both rewards follow the handcrafted one on held-out episodes (`quality.py`). Settings
-come from the world-model config's `reward_head` group; a missing field takes `TRAIN_DEFAULTS`.
+The `reward` stage that trains it is rsr/stages/reward.py; its settings are the world-model config's
+`reward_head` group (`settings`, `check`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,15 +26,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from data_pipelines.loader import WindowConfig, WindowLoader
-from rsr.rewards import quality
-from rsr.train import loop
-from rsr.train.checkpoint import Checkpointer
 from rsr.train.optim import adamw_cosine
-from rsr.utils import checks, configs, media
-from rsr.world_model import tokenizer_train
-
-STAGE = "reward"
+from rsr.utils import checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,26 +67,6 @@ class RewardHead(nn.Module):
 
 
 # ---- training ----------------------------------------------------------------------------------------
-
-def settings(config) -> dict[str, Any]:
-  """The `reward_head` group of a world-model config (a preset's, or a stored one read through
-  rsr.utils.configs.read, which fills the fields older runs lack) as a plain dict."""
-  return dict(config.reward_head)
-
-
-def check(config) -> None:
-  """The reward stage's settings (ValueErrors naming `reward_head.FIELD`), before anything compiles."""
-
-  s = settings(config)
-  checks.positive(s, "reward_head", "d_model", "hidden", "batch_size", "steps", "lr", "grad_clip", "eval_every",
-                  "checkpoint_every", "eval_windows", "quality_episodes")
-  checks.non_negative(s, "reward_head", "warmup", "weight_decay")
-
-
-def head_config(config, vocab: int, tokens_per_frame: int) -> RewardHeadConfig:
-  s = settings(config)
-  return RewardHeadConfig(vocab=int(vocab), tokens_per_frame=int(tokens_per_frame), d_model=s["d_model"],
-                          hidden=s["hidden"]).validate()
 
 
 @struct.dataclass
@@ -150,14 +118,6 @@ def make_train_step(model: RewardHead, s: dict):
   return jax.jit(step, donate_argnums=0)
 
 
-def _held_out(tok_ds, split: str, max_windows: int) -> dict[str, np.ndarray]:
-  """Up to `max_windows` distinct transitions of `split` (one batch of the first epoch's order), valid only."""
-  probe = WindowLoader(tok_ds, split, WindowConfig(batch_size=1, window=2), seed=7)
-  n = min(max_windows, probe.num_windows)
-  b = transitions(WindowLoader(tok_ds, split, WindowConfig(batch_size=n, window=2), seed=7).batch(0))
-  return {k: v[b["mask"]] for k, v in b.items()}
-
-
 def held_out_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
   """{mse, r2} of predictions against rewards (r2 left out when the rewards are constant)."""
   pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
@@ -166,84 +126,22 @@ def held_out_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
   return {"mse": mse, **({"r2": 1.0 - mse / var} if var > 0 else {})}
 
 
-def reward_stage(config, workdir: str, tok_ds, progress: bool = True,
-                 max_steps_this_run: int | None = None, align: Callable | None = None,
-                 imagine: Callable | None = None) -> dict:
-  """Trains the reward head (stage "reward") on `tok_ds` (a `TokenDataset`); returns the summary written
-  to WORKDIR/tables/reward.json, or {} when stopped early by `max_steps_this_run`.
+def settings(config) -> dict[str, Any]:
+  """The `reward_head` group of a world-model config (a preset's, or a stored one read through
+  rsr.utils.configs.read, which fills the fields older runs lack) as a plain dict."""
+  return dict(config.reward_head)
 
-  align, imagine: `quality.for_world_model(...)`; with align the summary adds, per held-out split, the rank
-  correlations of the endogenous alignment term and of the head with the handcrafted reward
-  (`{split}/align_spearman`, `{split}/head_spearman`, their `_within` forms, `{split}/quality_episodes`,
-  `{split}/quality_steps`); with imagine too, those of the endogenous reward on imagined frames
-  (`{split}/imagined_align_spearman`, `{split}/imagined_reward_spearman`, ...)."""
 
-  check(config)
+def check(config) -> None:
+  """The reward stage's settings (ValueErrors naming `reward_head.FIELD`), before anything compiles."""
+
   s = settings(config)
-  vocab = tokenizer_train.tokenizer_config(config).codebook_size
-  hcfg = head_config(config, vocab, tok_ds.tokens_per_frame)
-  model = RewardHead(hcfg)
-  loader = WindowLoader(tok_ds, "train", WindowConfig(batch_size=s["batch_size"], window=2), seed=config.seed)
-  state = init_state(model, s, jax.random.PRNGKey(config.seed + 3))
-  step_fn = make_train_step(model, s)
-  held = {split: _held_out(tok_ds, split, s["eval_windows"])
-          for split in tok_ds.splits if split == "val" or split.startswith("ood")}
-  predict = jax.jit(model.apply)
-
-  def evaluate(state: RewardState) -> dict:
-    out = {}
-    for split, b in held.items():
-      if len(b["reward"]):
-        m = held_out_metrics(predict(state.params, b["tokens"], b["task"]), b["reward"])
-        out.update({f"{split}/reward_{k}": v for k, v in m.items()})
-    return out
-
-  state, last, finished = loop.run(
-      STAGE, workdir, state, step_fn, evaluate, loop.Schedule(s["steps"], s["eval_every"], s["checkpoint_every"]),
-      _compat(config, hcfg, s, tok_ds), loader=loader, batch_fn=transitions, progress=progress,
-      max_steps_this_run=max_steps_this_run)
-  if not finished:
-    return {}
-  params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(state.params)))
-  summary = {"steps": s["steps"], "params": params, **last}
-  if align is not None:
-    head = lambda t, k: predict(state.params, jnp.asarray(t, jnp.int32), jnp.asarray(k, jnp.int32))  # noqa: E731
-    for split in held:
-      q = quality.reward_quality(align, tok_ds, split, s["quality_episodes"], head, imagine,
-                                 context=config.dynamics_train.eval_context)
-      summary.update({f"{split}/{'quality_' if k in ('episodes', 'steps') else ''}{k}": v for k, v in q.items()})
-  media.write_json(os.path.join(workdir, "tables", f"{STAGE}.json"), summary)
-  return summary
+  checks.positive(s, "reward_head", "d_model", "hidden", "batch_size", "steps", "lr", "grad_clip", "eval_every",
+                  "checkpoint_every", "eval_windows", "quality_episodes")
+  checks.non_negative(s, "reward_head", "warmup", "weight_decay")
 
 
-def _compat(config, hcfg: RewardHeadConfig, s: dict, tok_ds) -> dict:
-  """What a reward checkpoint must agree on to be resumed: the model, the batch, the seed, the tokens."""
-  return {STAGE: dataclasses.asdict(hcfg), "batch_size": s["batch_size"], "seed": config.seed,
-          "tokens": tok_ds.meta.get("fingerprint")}
-
-
-def load_reward_head(config, workdir: str, vocab: int, tokens_per_frame: int) -> tuple[RewardHead, Any]:
-  """The trained reward head of WORKDIR: (model, params) of the latest "reward" checkpoint.
-
-  Raises a ValueError when there is none, or when it was trained with another head configuration."""
-  directory = os.path.join(workdir, "checkpoints", STAGE)
-  compat_path = os.path.join(directory, "compat.json")
-  missing = ValueError(f"no reward-head checkpoint in {directory}: run the 'reward' stage first")
-  if not os.path.isfile(compat_path):
-    raise missing
-  hcfg = head_config(config, vocab, tokens_per_frame)
-  with open(compat_path) as f:
-    stored = json.load(f)
-  bad = configs.differences(stored.get(STAGE, {}), configs.plain(dataclasses.asdict(hcfg)))
-  if bad:
-    raise ValueError(f"the reward head in {directory} comes from an incompatible config: "
-                     + "; ".join(f"{k}: checkpoint has {a!r}, config has {b!r}" for k, a, b in bad))
-  ckpt = Checkpointer(directory, compat=stored)  # the stored fields: only the head must match to load
-  try:
-    if ckpt.latest_step() is None:
-      raise missing
-    model = RewardHead(hcfg)
-    state, _ = ckpt.restore(init_state(model, settings(config), jax.random.PRNGKey(0)))
-  finally:
-    ckpt.close()
-  return model, state.params
+def head_config(config, vocab: int, tokens_per_frame: int) -> RewardHeadConfig:
+  s = settings(config)
+  return RewardHeadConfig(vocab=int(vocab), tokens_per_frame=int(tokens_per_frame), d_model=s["d_model"],
+                          hidden=s["hidden"]).validate()

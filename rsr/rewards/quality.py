@@ -24,7 +24,6 @@ The gap from real to imagined frames is what the world model's fidelity costs th
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import jax
@@ -34,7 +33,6 @@ from scipy import stats
 
 from rsr.rewards import distance, endogenous
 from rsr.world_model import evaluate as wm_eval
-from rsr.world_model import generate, pipeline, tokenizer_train
 from rsr.world_model.tokenizer import Tokenizer
 
 
@@ -145,15 +143,3 @@ def make_imagine(model, params, context: int, gen, key: jax.Array) -> Callable:
   return imagine
 
 
-def for_world_model(config, workdir: str, ds, tok_ds) -> tuple[Callable, Callable | None]:
-  """(align, imagine) of a world-model workdir for the reward stage: the trained tokenizer's alignment
-  term, and the trained dynamics model's open loop (None while there is no dynamics checkpoint yet)."""
-
-  tok_model, tok_params, _ = pipeline.load_tokenizer(config, workdir, ds)
-  align = make_alignment(tok_model, tok_params, len(ds.frame_keys))
-  if not os.path.isdir(os.path.join(workdir, "checkpoints", "dynamics")):
-    return align, None
-  vocab = tokenizer_train.tokenizer_config(config).codebook_size
-  model, params = pipeline.load_dynamics(config, workdir, tok_ds, vocab, "dynamics")
-  gen = generate.GenerateConfig.from_config(config.generate)
-  return align, make_imagine(model, params, config.dynamics_train.eval_context, gen, jax.random.PRNGKey(13))

@@ -3,9 +3,9 @@
 One definition for the binaries (experiments.train_world_model, experiments.train_policy) and for
 `reproduce`, which runs the same stages as sub-runs: a stage added here is one every caller knows.
 
-  world model  tokenizer -> tokenize -> dynamics -> goal -> reward   (rsr/world_model/pipeline.py,
-               rsr/rewards/learned.py)
-  policy       bc -> ppo                                             (rsr/stages/bc.py, ppo.py)
+  world model  tokenizer -> tokenize -> dynamics -> goal -> reward   (tokenizer.py, world_model.py, reward.py)
+  policy       bc -> ppo                                             (bc.py, ppo.py; environments.py, and
+                                                                      policy_config.py reads their config)
 """
 
 from __future__ import annotations

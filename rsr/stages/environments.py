@@ -12,10 +12,12 @@ import numpy as np
 
 from rsr.envs import registry, wrappers
 from rsr.envs.tabletop.tasks import TASKS
-from rsr.rewards import learned
 from rsr.stages import policy_config
+from rsr.stages import reward as stage_reward
+from rsr.stages import tokenizer as stage_tokenizer
+from rsr.stages import world_model as wm_stages
 from rsr.world_model import env as wm_env
-from rsr.world_model import generate, pipeline, tokenizer_train
+from rsr.world_model import generate
 
 
 def world_model_env(config, ds, progress: bool = True, chunk: int | None = None):
@@ -51,18 +53,18 @@ def world_model_parts(config, ds, progress: bool = True, chunk: int | None = Non
   """The trained world model of config.world_model_dir as the pieces of a WorldModelEnv (world_model_env)."""
   wdir = os.path.abspath(config.world_model_dir)
   wcfg = policy_config.world_model_config(wdir)
-  tok_model, tok_params, _ = pipeline.load_tokenizer(wcfg, wdir, ds)
-  tok_ds = pipeline.tokenize_stage(wcfg, wdir, ds, progress=progress)
-  vocab = tokenizer_train.tokenizer_config(wcfg).codebook_size
-  dyn_model, dyn_params = pipeline.load_dynamics(wcfg, wdir, tok_ds, vocab, "dynamics")
+  tok_model, tok_params, _ = wm_stages.load_tokenizer(wcfg, wdir, ds)
+  tok_ds = wm_stages.tokenize_stage(wcfg, wdir, ds, progress=progress)
+  vocab = stage_tokenizer.tokenizer_config(wcfg).codebook_size
+  dyn_model, dyn_params = wm_stages.load_dynamics(wcfg, wdir, tok_ds, vocab, "dynamics")
   gen = generate.GenerateConfig.from_config(wcfg.generate)
   head = head_params = None
   if config.reward == "learned":
-    head, head_params = learned.load_reward_head(wcfg, wdir, vocab, tok_ds.tokens_per_frame)
+    head, head_params = stage_reward.load(wcfg, wdir, vocab, tok_ds.tokens_per_frame)
   w = config.wm_env
   goal_fn = None
   if w.goal == "model":
-    goal_model, goal_params = pipeline.load_dynamics(wcfg, wdir, tok_ds, vocab, "goal")
+    goal_model, goal_params = wm_stages.load_dynamics(wcfg, wdir, tok_ds, vocab, "goal")
     run = jax.jit(lambda f, t: generate.goal_rollout(goal_model, goal_params, f, t, jax.random.PRNGKey(config.seed),
                                                      wcfg.dynamics_train.goal_max_steps, w.done_threshold, gen)[0])
     goal_fn = lambda f, t: run(f, t)  # noqa: E731
@@ -79,7 +81,7 @@ def world_model_parts(config, ds, progress: bool = True, chunk: int | None = Non
                             else chunk)
 
   return WorldModelParts(make=lambda p, b: wm_env.WorldModelEnv(parts, p, b, ecfg), params=params, bank=bank,
-                         encode_video=pipeline.video_encoder(wcfg, tok_model, tok_params))
+                         encode_video=wm_stages.video_encoder(wcfg, tok_model, tok_params))
 
 
 def sim_env(config, ds):

@@ -96,9 +96,10 @@ def without_speed_fields(d: dict) -> dict:
 
 def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) -> None:
   """Every setting of the policy `stages` a command will run, before anything compiles: ValueErrors naming
-  the field. `stages` defaults to config.stages. With the dataset (`ds`, data_pipelines.Dataset) also what the stages need of it (BC's
-  demonstrations) and of the world model PPO would train in: world_model_dir exists, is a
-  train_world_model workdir holding the stages PPO loads, and was trained on frames of the dataset's size."""
+  the field. `stages` defaults to config.stages. With the dataset (`ds`, data_pipelines.Dataset) also what
+  the stages need of it (BC's demonstrations) and of the world model PPO would train in: world_model_dir
+  exists, is a train_world_model workdir holding the stages PPO loads, and was trained on frames of the
+  dataset's size."""
   stages = [x.strip() for x in config.stages.split(",") if x.strip()] if stages is None else stages
   if config.task not in TASKS:
     raise ValueError(f"task: unknown {config.task!r}; valid: {', '.join(TASKS)}")
@@ -178,13 +179,14 @@ def check_world_model(config, spec) -> None:
   if not os.path.isfile(os.path.join(wdir, "config.json")):
     raise ValueError(f"{field} has no config.json: not a train_world_model workdir")
   wcfg = world_model_config(wdir)
-  need = ["tokenizer", "dynamics"] + ["goal"] * (config.wm_env.goal == "model") + ["reward"] * (config.reward == "learned")
+  need = (["tokenizer", "dynamics"] + ["goal"] * (config.wm_env.goal == "model")
+          + ["reward"] * (config.reward == "learned"))
   for stage in need:
     directory = os.path.join(wdir, "checkpoints", stage)
     steps = [n for n in (os.listdir(directory) if os.path.isdir(directory) else []) if n.isdigit()]
     if not steps:
-      raise ValueError(f"{field} has no '{stage}' checkpoint ({directory}), which PPO with env=world_model"
-                       f"{', wm_env.goal=model' if stage == 'goal' else ''}{', reward=learned' if stage == 'reward' else ''}"
+      why = {"goal": ", wm_env.goal=model", "reward": ", reward=learned"}.get(stage, "")
+      raise ValueError(f"{field} has no '{stage}' checkpoint ({directory}), which PPO with env=world_model{why}"
                        f" loads; run experiments.train_world_model there with --config.stages including {stage}")
   compat = os.path.join(wdir, "checkpoints", "tokenizer", "compat.json")
   try:

@@ -27,7 +27,7 @@ import pytest
 from flax import struct
 
 from rsr.train import loop
-from rsr.train.checkpoint import CheckpointError, Checkpointer
+from rsr.train.checkpoint import Checkpointer, CheckpointError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -291,7 +291,7 @@ def _tiny_spec():
 def test_world_model_check_names_the_field(field, value):
   """The validation every world-model command runs first, for every stage it will run."""
   from experiments.configs import world_model as presets
-  from rsr.world_model import pipeline
+  from rsr.stages import world_model as wm_stages
 
   c = presets.get_config("tiny")
   section, name = field.split(".")
@@ -299,8 +299,8 @@ def test_world_model_check_names_the_field(field, value):
     pytest.skip("the tiny preset has no reward_head section")
   c[section][name] = value
   with pytest.raises(ValueError, match=rf"^{field}\b"):
-    pipeline.check(c, ("tokenizer", "tokenize", "dynamics", "goal", "reward"), _tiny_spec())
-  pipeline.check(presets.get_config("tiny"), ("tokenizer", "tokenize", "dynamics", "goal", "reward"), _tiny_spec())
+    wm_stages.check(c, ("tokenizer", "tokenize", "dynamics", "goal", "reward"), _tiny_spec())
+  wm_stages.check(presets.get_config("tiny"), ("tokenizer", "tokenize", "dynamics", "goal", "reward"), _tiny_spec())
 
 
 @pytest.mark.parametrize("field,value", [("bc.batch_size", -16), ("ppo.num_envs", -8), ("ppo.gamma", 1.5),

@@ -15,6 +15,7 @@ import pytest
 from data_pipelines.tokenized import TokenDataset
 from experiments.configs import world_model as wm_configs
 from rsr.rewards import distance, endogenous, learned, quality
+from rsr.stages import reward as stage_reward
 from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig
 
 
@@ -250,7 +251,7 @@ def test_reward_head_learns_resumes_and_loads(tmp_path):
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   # A stand-in alignment term that orders frames as the handcrafted reward does (the real one is tested below).
   align = lambda tokens, goal: TABLE[np.asarray(tokens)[:, KEY_TOKEN]]  # noqa: E731
-  a = learned.reward_stage(c, straight, tok_ds, progress=False, align=align)
+  a = stage_reward.run(c, straight, tok_ds, progress=False, align=align)
   assert a["val/reward_r2"] > 0.8 and a["ood_all/reward_r2"] > 0.8, a
   # The quality report: the 4 successful episodes of each held-out split, every step up to success.
   steps = sum(len(tok_ds.read("val", i)["reward"]) - 1 for i in range(1, 8, 2))
@@ -260,25 +261,25 @@ def test_reward_head_learns_resumes_and_loads(tmp_path):
   with open(f"{straight}/tables/reward.json") as f:
     assert json.load(f) == a
   # Killed at 100 (last checkpoint 80), then resumed: the run an uninterrupted one would have been.
-  assert learned.reward_stage(c, killed, tok_ds, progress=False, max_steps_this_run=100) == {}
-  b = learned.reward_stage(c, killed, tok_ds, progress=False, align=align)
+  assert stage_reward.run(c, killed, tok_ds, progress=False, max_steps_this_run=100) == {}
+  b = stage_reward.run(c, killed, tok_ds, progress=False, align=align)
   assert a == b and _lines(straight) == _lines(killed)
   # A finished stage re-run retrains nothing.
   n_lines = len(_lines(straight))
-  assert learned.reward_stage(c, straight, tok_ds, progress=False, align=align) == a
+  assert stage_reward.run(c, straight, tok_ds, progress=False, align=align) == a
   assert len(_lines(straight)) == n_lines
 
-  model, params = learned.load_reward_head(c, straight, 125, N_TOKENS)
+  model, params = stage_reward.load(c, straight, 125, N_TOKENS)
   ep = tok_ds.read("val", 0)
   pred = np.asarray(model.apply(params, ep["tokens"][1:], ep["task"][1:]))
   assert np.abs(pred - ep["reward"][:-1]).mean() < 0.3 * TABLE.std()
   with pytest.raises(ValueError, match=r"incompatible config: d_model: checkpoint has 32, config has 48"):
-    learned.load_reward_head(_config(d_model=48), straight, 125, N_TOKENS)
+    stage_reward.load(_config(d_model=48), straight, 125, N_TOKENS)
   with pytest.raises(ValueError, match=r"checkpoints/reward come from an incompatible config: "
                                       r"reward\.d_model: checkpoint has 32, config has 48$"):
-    learned.reward_stage(_config(d_model=48), straight, tok_ds, progress=False)
+    stage_reward.run(_config(d_model=48), straight, tok_ds, progress=False)
   with pytest.raises(ValueError, match=r"no reward-head checkpoint in .*nothing.*run the 'reward' stage first"):
-    learned.load_reward_head(c, str(tmp_path / "nothing"), 125, N_TOKENS)
+    stage_reward.load(c, str(tmp_path / "nothing"), 125, N_TOKENS)
 
 
 def test_reward_head_settings_and_shapes():

@@ -71,13 +71,14 @@ def _dynamics(a, two_process_data: bool) -> list[float]:
   from data_pipelines import tokenized
   from data_pipelines.loader import WindowConfig, WindowLoader
   from experiments.configs import world_model as wm_configs
+  from rsr.stages import tokenizer as stage_tokenizer
   from rsr.train import loop, sharding
   from rsr.world_model import dynamics as dyn
-  from rsr.world_model import dynamics_train, tokenizer_train
+  from rsr.world_model import dynamics_train
 
   c = wm_configs.get_config("tiny")
   tok_ds = tokenized.open_tokens(os.path.join(a.world_model_dir, "tokens"))
-  vocab = tokenizer_train.tokenizer_config(c).codebook_size
+  vocab = stage_tokenizer.tokenizer_config(c).codebook_size
   mcfg = dynamics_train.dynamics_config(c, vocab, tok_ds.tokens_per_frame, "action")
   model = dyn.Dynamics(mcfg)
   trn = dynamics_train.DynamicsTrainConfig(batch_size=8, steps=4, lr=1e-3, warmup=1)

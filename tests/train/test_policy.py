@@ -19,6 +19,7 @@ from experiments.configs import policy as policy_configs
 from rsr.stages import bc as stage_bc
 from rsr.stages import environments, policy_config
 from rsr.stages import ppo as stage_ppo
+from rsr.stages import world_model as wm_stages
 from rsr.train import loop
 from rsr.train.checkpoint import Checkpointer
 from rsr.utils import configs as configs_lib
@@ -87,9 +88,8 @@ def test_mid_episode_starts_and_anchored_frames(wm):
                                                  "wm_env.goal": "real"})
   make_env, params, bank = environments.world_model_env(c, ds, progress=False)
   tok_ds_eps = {}
-  from rsr.world_model import pipeline
   wcfg = policy_config.world_model_config(c.world_model_dir)
-  tok_ds = pipeline.tokenize_stage(wcfg, c.world_model_dir, ds, progress=False)
+  tok_ds = wm_stages.tokenize_stage(wcfg, c.world_model_dir, ds, progress=False)
   offsets = set()
   for k in range(bank.size):
     ctx = np.asarray(bank.context[k])

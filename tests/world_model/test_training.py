@@ -12,7 +12,9 @@ import pytest
 
 from data_pipelines import open_dataset
 from experiments.configs import world_model as wm_configs
-from rsr.world_model import pipeline, tokenizer_train
+from rsr.stages import tokenizer as stage_tokenizer
+from rsr.stages import world_model as wm_stages
+from rsr.world_model import tokenizer_train
 from rsr.world_model.fsq import FSQ
 from rsr.world_model.tokenizer import Tokenizer
 
@@ -35,13 +37,13 @@ def _lines(workdir, stage):
 @pytest.mark.slow
 def test_tokenizer_resume_is_exact(setup):
   c, ds, straight, killed = setup
-  a = tokenizer_train.train(c, straight, ds, progress=False)
-  assert tokenizer_train.train(c, killed, ds, progress=False, max_steps_this_run=6) == {}  # "killed" at 6
-  b = tokenizer_train.train(c, killed, ds, progress=False)  # resumes from the checkpoint at step 4
+  a = stage_tokenizer.run(c, straight, ds, progress=False)
+  assert stage_tokenizer.run(c, killed, ds, progress=False, max_steps_this_run=6) == {}  # "killed" at 6
+  b = stage_tokenizer.run(c, killed, ds, progress=False)  # resumes from the checkpoint at step 4
   assert a == b and a["val/psnr"] > 0
   assert _lines(straight, "tokenizer") == _lines(killed, "tokenizer")
   # Training learns: held-out PSNR well above the untrained tokenizer's on the same frames.
-  model = Tokenizer(tokenizer_train.tokenizer_config(c))
+  model = Tokenizer(stage_tokenizer.tokenizer_config(c))
   init = tokenizer_train.init_state(model, tokenizer_train.TokenizerTrainConfig(), jax.random.PRNGKey(c.seed),
                                     (16, 16))
   frames = tokenizer_train._eval_frames(ds, "val", ("rgb",), c.tokenizer_train.eval_frames, 1)
@@ -56,24 +58,24 @@ def test_incompatible_checkpoint_names_the_fields(setup):
   other.tokenizer.channels = (8, 24)
   with pytest.raises(ValueError,
                      match=r"incompatible config: tokenizer\.channels: checkpoint has \[8, 16\], config has \[8, 24\]$"):
-    tokenizer_train.train(other, straight, ds, progress=False)
+    stage_tokenizer.run(other, straight, ds, progress=False)
 
 
 def _trained_tokenizers(c, ds, *workdirs):
   for w in workdirs:  # a no-op (restores the final checkpoint) when an earlier test trained it
-    tokenizer_train.train(c, w, ds, progress=False)
+    stage_tokenizer.run(c, w, ds, progress=False)
 
 
 @pytest.mark.slow
 def test_dynamics_resume_is_exact(setup):
   c, ds, straight, killed = setup
   _trained_tokenizers(c, ds, straight, killed)
-  tok_a = pipeline.tokenize_stage(c, straight, ds, progress=False)
-  tok_b = pipeline.tokenize_stage(c, killed, ds, progress=False)
+  tok_a = wm_stages.tokenize_stage(c, straight, ds, progress=False)
+  tok_b = wm_stages.tokenize_stage(c, killed, ds, progress=False)
   assert tok_a.meta["fingerprint"] == tok_b.meta["fingerprint"]
-  a = pipeline.dynamics_stage(c, straight, ds, tok_a, progress=False)
-  assert pipeline.dynamics_stage(c, killed, ds, tok_b, progress=False, max_steps_this_run=5) == {}
-  b = pipeline.dynamics_stage(c, killed, ds, tok_b, progress=False)
+  a = wm_stages.dynamics_stage(c, straight, ds, tok_a, progress=False)
+  assert wm_stages.dynamics_stage(c, killed, ds, tok_b, progress=False, max_steps_this_run=5) == {}
+  b = wm_stages.dynamics_stage(c, killed, ds, tok_b, progress=False)
   assert a == b
   assert _lines(straight, "dynamics") == _lines(killed, "dynamics")
   for key in ("val/psnr", "val/psnr_copy", "val/psnr_shuffled", "val/done_f1"):
@@ -86,8 +88,8 @@ def test_dynamics_resume_is_exact(setup):
 def test_tokenized_dataset_matches_the_tokenizer(setup):
   c, ds, straight, _ = setup
   _trained_tokenizers(c, ds, straight)
-  tok = pipeline.tokenize_stage(c, straight, ds, progress=False)  # reused: same fingerprint
-  model, params, _ = pipeline.load_tokenizer(c, straight, ds)
+  tok = wm_stages.tokenize_stage(c, straight, ds, progress=False)  # reused: same fingerprint
+  model, params, _ = wm_stages.load_tokenizer(c, straight, ds)
   e = ds.read("val", 1)
   codes = np.asarray(jax.jit(lambda x: model.apply(params, x, method=type(model).encode))(e["rgb"]))
   tokens = tok.read("val", 1)["tokens"]

@@ -1,7 +1,7 @@
 """The world model's stages after the tokenizer: tokenize the dataset once, then train the dynamics and
 the goal model.
 
-    tokenizer (tokenizer_train.train) -> tokenize (tokenize_stage) -> dynamics, goal (dynamics_stage)
+    tokenizer (rsr/stages/tokenizer.py) -> tokenize (tokenize_stage) -> dynamics, goal (dynamics_stage)
 
 Each stage reads what the previous one left in the workdir (the tokenizer's latest checkpoint, the
 tokenized dataset) and refuses stale inputs: the tokenized dataset carries the fingerprint of the dataset
@@ -24,6 +24,7 @@ from data_pipelines import tokenized
 from data_pipelines.loader import DONE_LABELS, WindowConfig, WindowLoader
 from rsr.envs.tabletop.tasks import TASKS
 from rsr.rewards import learned
+from rsr.stages import tokenizer as stage_tokenizer
 from rsr.train import loop, sharding
 from rsr.train.checkpoint import Checkpointer
 from rsr.utils import checks, media
@@ -40,7 +41,7 @@ def check(config, stages, spec) -> None:
   reward), against the dataset's frames (`spec`: rlds.DatasetSpec) and the devices present: ValueErrors
   naming the field, before anything compiles, so that a stage running later in the same command cannot
   fail on its settings after the earlier ones trained."""
-  tokenizer_train.check(config, spec)  # every later stage loads the tokenizer these fields describe
+  stage_tokenizer.check(config, spec)  # every later stage loads the tokenizer these fields describe
   if {"dynamics", "goal"} & set(stages):
     check_dynamics(config, spec)
   if "reward" in stages:
@@ -50,7 +51,7 @@ def check(config, stages, spec) -> None:
 def check_dynamics(config, spec) -> None:
   """The settings WM_act and WM_goal both train with (dynamics, dynamics_train, generate, mesh)."""
 
-  tcfg = tokenizer_train.tokenizer_config(config)
+  tcfg = stage_tokenizer.tokenizer_config(config)
   checks.positive(config.dynamics, "dynamics", "d_model", "layers", "heads", "mlp_ratio", "window")
   n = len(spec.cameras) * (spec.height // tcfg.downsample) * (spec.width // tcfg.downsample)
   for section, build in (("dynamics", lambda: dynamics_train.dynamics_config(config, tcfg.codebook_size, n, "action")),
@@ -75,7 +76,7 @@ def check_dynamics(config, spec) -> None:
 
 def load_tokenizer(config, workdir: str, ds) -> tuple[Tokenizer, dict, str]:
   """The trained tokenizer: (model, params, identity string for fingerprints)."""
-  tcfg = tokenizer_train.tokenizer_config(config)
+  tcfg = stage_tokenizer.tokenizer_config(config)
   directory = os.path.join(workdir, "checkpoints", "tokenizer")
   if not os.path.isdir(directory):
     raise ValueError(f"no tokenizer checkpoint in {directory}: run the 'tokenizer' stage first")
@@ -83,7 +84,7 @@ def load_tokenizer(config, workdir: str, ds) -> tuple[Tokenizer, dict, str]:
   t = config.tokenizer_train
   trn = tokenizer_train.TokenizerTrainConfig(batch_size=t.batch_size, steps=t.steps, lr=t.lr, warmup=t.warmup)
   target = tokenizer_train.init_state(model, trn, jax.random.PRNGKey(0), (ds.spec.height, ds.spec.width))
-  ckpt = Checkpointer(directory, compat=tokenizer_train.checkpoint_compat(config, ds))
+  ckpt = Checkpointer(directory, compat=stage_tokenizer.checkpoint_compat(config, ds))
   step = ckpt.latest_step()
   if step is None:
     raise ValueError(f"no tokenizer checkpoint in {directory}: run the 'tokenizer' stage first")
@@ -175,7 +176,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   if stage not in ("dynamics", "goal"):
     raise ValueError(f"stage must be 'dynamics' or 'goal', got {stage!r}")
   check_dynamics(config, ds.spec)
-  tcfg = tokenizer_train.tokenizer_config(config)
+  tcfg = stage_tokenizer.tokenizer_config(config)
   tok_model, tok_params, _ = load_tokenizer(config, workdir, ds)
   conditioning = "action" if stage == "dynamics" else "task"
   mcfg = dynamics_train.dynamics_config(config, tcfg.codebook_size, tok_ds.tokens_per_frame, conditioning)
