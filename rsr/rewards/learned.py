@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 
 from rsr.train.optim import adamw_cosine
+from rsr.train.state import TrainState
 from rsr.utils import checks
 
 
@@ -69,21 +69,14 @@ class RewardHead(nn.Module):
 # ---- training ----------------------------------------------------------------------------------------
 
 
-@struct.dataclass
-class RewardState:
-  step: jax.Array  # i32[]
-  params: Any
-  opt_state: Any
-
-
 def _optimizer(s: dict) -> optax.GradientTransformation:
   return adamw_cosine(s["lr"], s["warmup"], s["steps"], s["weight_decay"], s["grad_clip"])
 
 
-def init_state(model: RewardHead, s: dict, key: jax.Array) -> RewardState:
+def init_state(model: RewardHead, s: dict, key: jax.Array) -> TrainState:
   c = model.cfg
   params = model.init(key, jnp.zeros((1, c.tokens_per_frame), jnp.int32), jnp.zeros((1,), jnp.int32))
-  return RewardState(step=jnp.zeros((), jnp.int32), params=params, opt_state=_optimizer(s).init(params))
+  return TrainState.create(params, _optimizer(s))
 
 
 def transitions(window: dict) -> dict[str, np.ndarray]:
@@ -109,7 +102,7 @@ def reward_head_loss(model: RewardHead, params, batch: dict) -> tuple[jax.Array,
 def make_train_step(model: RewardHead, s: dict):
   opt = _optimizer(s)
 
-  def step(state: RewardState, batch: dict) -> tuple[RewardState, dict]:
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     (_, metrics), grads = jax.value_and_grad(lambda p: reward_head_loss(model, p, batch), has_aux=True)(state.params)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),

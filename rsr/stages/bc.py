@@ -9,10 +9,8 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 
 from data_pipelines.loader import WindowConfig, WindowLoader
 from rsr.agents import bc as bc_lib
@@ -20,13 +18,7 @@ from rsr.agents.networks import ActorCritic, init_params
 from rsr.stages import policy_config
 from rsr.train import loop
 from rsr.train.checkpoint import Checkpointer
-
-
-@struct.dataclass
-class BCState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
+from rsr.train.state import TrainState
 
 
 def _optimizer(config) -> optax.GradientTransformation:
@@ -42,7 +34,7 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
   hw = (ds.spec.height, ds.spec.width)
   params = init_params(acfg, jax.random.PRNGKey(config.seed), hw)
   opt = _optimizer(config)
-  state = BCState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params))
+  state = TrainState.create(params, opt)
   inner = bc_lib.make_bc_step(model.apply, opt, shift=config.bc.shift)
   base_key = jax.random.PRNGKey(config.seed + 7)
   front = ds.frame_keys[0]
@@ -53,10 +45,10 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
       obs["goal"] = np.zeros_like(obs["rgb"])
     return {"obs": obs, "action": b["action"][:, 0]}
 
-  def step_fn(state: BCState, batch):
+  def step_fn(state: TrainState, batch):
     # The augmentation's key follows the step: a resumed run draws the same shifts.
     params, opt_state, m = inner(state.params, state.opt_state, batch, jax.random.fold_in(base_key, state.step))
-    return BCState(step=state.step + 1, params=params, opt_state=opt_state), m
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), m
 
   loader = WindowLoader(ds, "train", WindowConfig(batch_size=config.bc.batch_size, window=1), seed=config.seed,
                         select=policy_config.bc_episodes(config, ds, "train"))
@@ -90,7 +82,7 @@ def load(config, workdir: str, hw: tuple[int, int]) -> Any:
       raise ValueError(f"behaviour cloning in {directory} is not finished: run the 'bc' stage first")
     params = init_params(acfg, jax.random.PRNGKey(config.seed), hw)
     opt = _optimizer(config)
-    state, _ = ckpt.restore(BCState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt.init(params)))
+    state, _ = ckpt.restore(TrainState.create(params, opt))
   finally:
     ckpt.close()
   return state.params

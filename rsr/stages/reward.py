@@ -21,19 +21,13 @@ import numpy as np
 
 from data_pipelines.loader import WindowConfig, WindowLoader
 from rsr.rewards import learned, quality
-from rsr.rewards.learned import (
-  RewardHead,
-  RewardHeadConfig,
-  RewardState,
-  held_out_metrics,
-  init_state,
-  make_train_step,
-  transitions,
-)
+from rsr.rewards.learned import (RewardHead, RewardHeadConfig, held_out_metrics, init_state, make_train_step,
+                                 transitions)
 from rsr.stages import tokenizer as stage_tokenizer
 from rsr.stages import world_model as wm_stages
 from rsr.train import loop
 from rsr.train.checkpoint import Checkpointer
+from rsr.train.state import TrainState
 from rsr.utils import configs, media
 from rsr.world_model import generate
 
@@ -72,7 +66,7 @@ def run(config, workdir: str, tok_ds, progress: bool = True,
           for split in tok_ds.splits if split == "val" or split.startswith("ood")}
   predict = jax.jit(model.apply)
 
-  def evaluate(state: RewardState) -> dict:
+  def evaluate(state: TrainState) -> dict:
     out = {}
     for split, b in held.items():
       if len(b["reward"]):

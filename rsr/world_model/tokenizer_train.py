@@ -8,15 +8,14 @@ histogram), i.e. the effective number of codes in use (at most the codebook size
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 
 from rsr.train.optim import adamw_cosine
+from rsr.train.state import TrainState
 from rsr.world_model.tokenizer import Tokenizer, to_unit
 
 
@@ -30,22 +29,14 @@ class TokenizerTrainConfig:
   grad_clip: float = 1.0
 
 
-@struct.dataclass
-class TokenizerState:
-  step: jax.Array  # i32[]
-  params: Any
-  opt_state: Any
-
-
 def optimizer(cfg: TokenizerTrainConfig) -> optax.GradientTransformation:
   return adamw_cosine(cfg.lr, cfg.warmup, cfg.steps, cfg.weight_decay, cfg.grad_clip)
 
 
 def init_state(model: Tokenizer, cfg: TokenizerTrainConfig, key: jax.Array, image_shape: tuple[int, int]
-               ) -> TokenizerState:
+               ) -> TrainState:
   params = model.init(key, jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.uint8))
-  return TokenizerState(step=jnp.zeros((), jnp.int32), params=params,
-                        opt_state=optimizer(cfg).init(params))
+  return TrainState.create(params, optimizer(cfg))
 
 
 def psnr(recon: jax.Array, target_unit: jax.Array) -> jax.Array:
@@ -63,7 +54,7 @@ def make_train_step(model: Tokenizer, cfg: TokenizerTrainConfig):
     loss = jnp.mean((recon - target) ** 2)
     return loss, {"loss": loss, "psnr": jnp.mean(psnr(recon, target))}
 
-  def step(state: TokenizerState, rgb: jax.Array) -> tuple[TokenizerState, dict]:
+  def step(state: TrainState, rgb: jax.Array) -> tuple[TrainState, dict]:
     """rgb: uint8[B, H, W, 3]."""
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, rgb)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
