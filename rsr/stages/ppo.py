@@ -68,7 +68,7 @@ def sim_evaluator(config, ds, apply_fn):
 
 
 def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int | None = None,
-              mesh=None) -> dict:
+        mesh=None) -> dict:
   """Critic warm-up, then PPO in config.env from the BC parameters; evaluation in the simulator."""
   policy_config.check(config, ("ppo",), ds)
   fcfg = policy_config.ppo_config(config)

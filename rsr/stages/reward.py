@@ -43,8 +43,8 @@ def _held_out(tok_ds, split: str, max_windows: int) -> dict[str, np.ndarray]:
 
 
 def run(config, workdir: str, tok_ds, progress: bool = True,
-                 max_steps_this_run: int | None = None, align: Callable | None = None,
-                 imagine: Callable | None = None) -> dict:
+        max_steps_this_run: int | None = None, align: Callable | None = None,
+        imagine: Callable | None = None) -> dict:
   """Trains the reward head (stage "reward") on `tok_ds` (a `TokenDataset`); returns the summary written
   to WORKDIR/tables/reward.json, or {} when stopped early by `max_steps_this_run`.
 
