@@ -25,6 +25,12 @@ def _optimizer(config) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.bc.lr))
 
 
+def _initial_state(config, hw: tuple[int, int]) -> TrainState:
+  """Step 0 of the seed's network: what a run starts from and what a checkpoint restores into."""
+  params = init_params(policy_config.agent_config(config), jax.random.PRNGKey(config.seed), hw)
+  return TrainState.create(params, _optimizer(config))
+
+
 def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int | None = None) -> dict:
   """Behaviour cloning on the train split (every task; windows of one frame)."""
   policy_config.check(config, ("bc",))
@@ -32,10 +38,8 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
   acfg = policy_config.agent_config(config)
   model = ActorCritic(acfg)
   hw = (ds.spec.height, ds.spec.width)
-  params = init_params(acfg, jax.random.PRNGKey(config.seed), hw)
-  opt = _optimizer(config)
-  state = TrainState.create(params, opt)
-  inner = bc_lib.make_bc_step(model.apply, opt, shift=config.bc.shift)
+  state = _initial_state(config, hw)
+  inner = bc_lib.make_bc_step(model.apply, _optimizer(config), shift=config.bc.shift)
   base_key = jax.random.PRNGKey(config.seed + 7)
   front = ds.frame_keys[0]
 
@@ -69,20 +73,17 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
 def compat(config, hw: tuple[int, int]) -> dict:
   """The fields a BC checkpoint must agree on with the config that loads it."""
   return {"agent": dataclasses.asdict(policy_config.agent_config(config)), "image": list(hw),
-          "bc_batch": config.bc.batch_size,
-          "bc_episodes": config.bc.episodes, "bc_shift": config.bc.shift, "seed": config.seed}
+          "bc_batch": config.bc.batch_size, "bc_episodes": config.bc.episodes, "bc_shift": config.bc.shift, "seed": config.seed}
 
 
 def load(config, workdir: str, hw: tuple[int, int]) -> Any:
-  acfg = policy_config.agent_config(config)
+  """The parameters of the finished BC stage in WORKDIR (a ValueError while it is unfinished)."""
   directory = os.path.join(workdir, "checkpoints", "bc")
   ckpt = Checkpointer(directory, compat=compat(config, hw))
   try:
     if ckpt.latest_step() != config.bc.steps:
       raise ValueError(f"behaviour cloning in {directory} is not finished: run the 'bc' stage first")
-    params = init_params(acfg, jax.random.PRNGKey(config.seed), hw)
-    opt = _optimizer(config)
-    state, _ = ckpt.restore(TrainState.create(params, opt))
+    state, _ = ckpt.restore(_initial_state(config, hw))
   finally:
     ckpt.close()
   return state.params
