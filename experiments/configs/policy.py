@@ -91,6 +91,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   # "first": each environment restarts from the start it first drew (Brax's auto-reset; a world-model
   # reset observes C frames and decodes the goal, as costly as several steps); "fresh": a new bank draw.
   w.reset = "first"
+  # The exploit guard (rsr/world_model/env.py; 0: off): an imagined episode whose summed surprise (nats)
+  # passes it earns no done bonus from there and ends.
+  w.max_surprise = 0.0
   # Environments imagined at once on one device (0: the whole batch; -1, auto: 8 on a CPU, where chunks of 8
   # keep each chunk's activations in cache, and the whole batch on an accelerator, where they ran 2.4x
   # slower; docs/benchmarks.md): speed only. Ignored on a mesh of several devices (the batch is split).
@@ -99,6 +102,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   r = c.rewards = ml_collections.ConfigDict()
   r.distance = "features"  # features (tokenizer encoder) | pixels | tokens | lpips
   r.lpips_weights = ""  # an npz on disk (rsr/rewards/distance.py says how to make one)
+  # "level": the paper's 1 - d at every step; "change": d_{t-1} - d_t (potential-based, rsr/rewards/endogenous.py).
+  r.align = "level"
   r.w_align = 1.0
   r.w_done = 10.0
   r.tau = 0.9

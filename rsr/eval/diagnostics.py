@@ -14,6 +14,9 @@ dynamics,reward}.json:
     tokens changed per step              share of tokens an imagined step changes, beside the real frames'
                                          (near 0: imagination stands still)
     gripper / cube error after H steps   the state probe on imagined frames (cm), beside copy-last-frame's
+    guard AUC                            does the rollout's summed surprise (-log frame confidence) flag the
+                                         steps where imagination left the real episode (probe readings > 5 cm
+                                         apart), beside the step count alone and within each step
     done AUC                             the done head that pays the success bonus
     reward ~ task, real / imagined       Spearman of the endogenous reward with the handcrafted reward within
                                          episodes, on real and on imagined frames (rsr/rewards/quality.py)
@@ -43,6 +46,8 @@ ROWS = (
      ("probe_gripper_imagined_final", "probe_gripper_copy_final"), "{:.1f} / {:.1f}", None),
     ("cube error, imagined / copy (cm)", "dynamics",
      ("probe_cube_a_imagined_final", "probe_cube_a_copy_final"), "{:.1f} / {:.1f}", None),
+    ("guard AUC: surprise / step count / within a step", "dynamics",
+     ("guard_auc", "guard_auc_horizon", "guard_auc_within"), "{:.2f} / {:.2f} / {:.2f}", None),
     ("done AUC", "dynamics", "done_auc", "{:.3f}", None),
     ("endogenous alignment ~ task, real frames", "reward", "align_spearman_within", "{:+.2f}", None),
     ("endogenous reward ~ task, imagined frames", "reward", "imagined_reward_spearman_within", "{:+.2f}", None),

@@ -47,7 +47,7 @@ from data_pipelines import open_dataset
 from rsr import stages as stages_lib
 from rsr.envs import SPLITS, TASK_NAMES
 from rsr.envs.tabletop.tasks import TASKS
-from rsr.eval import diagnostics
+from rsr.eval import cost, diagnostics
 from rsr.eval import evaluate as ev
 from rsr.eval import tables as tables_lib
 from rsr.eval import trained as trained_lib
@@ -233,7 +233,12 @@ def _done(workdir: str, config: ml_collections.ConfigDict, fields: tuple[str, ..
     return None
   with open(path) as f:
     done = json.load(f)
-  stored = {k: v for k, v in done["config"].items() if fields is None or k in fields}
+  # Read as the binaries read a stored config: fields added since it finished take their old values.
+  if "ppo" in config:
+    stored = policy_config.without_speed_fields(configs_lib.migrate(done["config"], "policy"))
+  else:
+    stored = configs_lib.migrate(done["config"], "world_model")
+  stored = {k: v for k, v in stored.items() if fields is None or k in fields}
   bad = [f"{k}: done with {a!r}, config has {b!r}"
          for k, a, b in configs_lib.differences(stored, _comparable(config, fields))]
   if bad:
@@ -254,19 +259,24 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 # ---- the stages -------------------------------------------------------------------------------------
 
-def _world_model(wcfg, workdir: str, ds, stages: list[str], progress: bool) -> dict:
-  """The stages of experiments.train_world_model, in its order, in this process."""
+def _world_model(wcfg, workdir: str, ds, stages: list[str], progress: bool,
+                 timed: Callable[[str], Any] = lambda s: contextlib.nullcontext()) -> dict:
+  """The stages of experiments.train_world_model, in its order, in this process; `timed(stage)` is a
+  context around each trained stage (the tokenize pass counts with the tokenizer's)."""
 
   out = {}
-  if "tokenizer" in stages:
-    out["tokenizer"] = stage_tokenizer.run(wcfg, workdir, ds, progress=progress)
-  tok_ds = wm_stages.tokenize_stage(wcfg, workdir, ds, progress=progress)
+  with timed("tokenizer") if "tokenizer" in stages else contextlib.nullcontext():
+    if "tokenizer" in stages:
+      out["tokenizer"] = stage_tokenizer.run(wcfg, workdir, ds, progress=progress)
+    tok_ds = wm_stages.tokenize_stage(wcfg, workdir, ds, progress=progress)
   for stage in ("dynamics", "goal"):
     if stage in stages:
-      out[stage] = wm_stages.dynamics_stage(wcfg, workdir, ds, tok_ds, progress=progress, stage=stage)
+      with timed(stage):
+        out[stage] = wm_stages.dynamics_stage(wcfg, workdir, ds, tok_ds, progress=progress, stage=stage)
   if "reward" in stages:
-    align, imagine = stage_reward.for_world_model(wcfg, workdir, ds, tok_ds)
-    out["reward"] = stage_reward.run(wcfg, workdir, tok_ds, progress=progress, align=align, imagine=imagine)
+    with timed("reward"):
+      align, imagine = stage_reward.for_world_model(wcfg, workdir, ds, tok_ds)
+      out["reward"] = stage_reward.run(wcfg, workdir, tok_ds, progress=progress, align=align, imagine=imagine)
   return out
 
 
@@ -349,10 +359,72 @@ def enable_compilation_cache(directory: str) -> None:
   jax.config.update("jax_compilation_cache_dir", directory)
 
 
+def jobs(config: ml_collections.ConfigDict, p: Plan) -> list[tuple[cost.Job, bool]]:
+  """Every sub-run of the grid in the order `run` takes them, each with whether it is still to run."""
+  wm, pol, col = config.world_model, config.policy, config.collect
+  out = []
+  if p.own_data:
+    per_task = col.train_episodes + col.val_episodes + col.ood_episodes * len(col.ood_splits)
+    try:
+      open_dataset(p.data_dir, verify="none")
+      pending = False
+    except dataset_lib.DatasetError:
+      pending = True
+    out.append((cost.Job("collect", "collect", cost.shape_key("collect", col),
+                         sum(per_task * cost.horizon(t) for t in p.tasks)), pending))
+  if p.world_model_stages and p.own_world_model:
+    pending = _done(p.world_model_dir, world_model_config(config, p)) is None
+    units = {"tokenizer": wm.tokenizer_train.steps, "dynamics": wm.dynamics_train.steps,
+             "goal": wm.dynamics_train.steps, "reward": wm.reward_head.steps}
+    sections = {"tokenizer": (wm.tokenizer, wm.tokenizer_train, col.image_size),
+                "dynamics": (wm.tokenizer, wm.dynamics, wm.dynamics_train),
+                "goal": (wm.tokenizer, wm.dynamics, wm.dynamics_train),
+                "reward": (wm.tokenizer, wm.reward_head)}
+    out += [(cost.Job(f"world model: {s}", s, cost.shape_key(s, *sections[s]), units[s]), pending)
+            for s in p.world_model_stages if s in units]
+  ppo_methods = [m for m in p.methods if METHODS[m] is not None]
+  for seed in p.seeds:
+    pending = _done(p.bc_dir(seed), run_config(config, p, "bc", p.tasks[0], seed), _BC_FIELDS) is None
+    out.append((cost.Job(f"bc seed {seed}", "bc", cost.shape_key("bc", pol.agent, pol.bc, col.image_size),
+                         pol.bc.steps), pending))
+    for task in p.tasks:
+      for m in ppo_methods:
+        env, reward = METHODS[m]
+        kind = "ppo_wm" if env == "world_model" else "ppo_sim"
+        sections = (pol.agent, pol.ppo, pol.eval, col.image_size, reward)
+        if kind == "ppo_wm":
+          sections += (pol.wm_env, pol.rewards, wm.tokenizer, wm.dynamics, wm.generate)
+        pending = _done(p.run_dir(m, task, seed), run_config(config, p, m, task, seed)) is None
+        out.append((cost.Job(f"{m} {task} seed {seed}", kind, cost.shape_key(kind, *sections), pol.ppo.updates),
+                    pending))
+  for s in p.seeds:
+    for t in p.tasks:
+      for m in p.methods:
+        done = os.path.isfile(os.path.join(p.eval_dir(m, t, s), "results.json"))
+        out.append((cost.Job(f"evaluate {m} {t} seed {s}", "evaluate",
+                             cost.shape_key("evaluate", config.eval, pol.agent, col.image_size),
+                             config.eval.episodes * len(p.splits) * cost.horizon(t)), not done))
+  return out
+
+
+@contextlib.contextmanager
+def _timed(bar: cost.GridBar, job: cost.Job, fresh: bool):
+  """Runs one job under the grid bar; its wall time is a measure only when it ran from its start."""
+  bar.start(job)
+  t0 = time.perf_counter()
+  yield
+  bar.finish(job, time.perf_counter() - t0 if fresh else None)
+
+
+def _fresh(workdir: str, stage: str) -> bool:
+  return not os.path.isdir(os.path.join(workdir, "checkpoints", stage))
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
-        log: Callable[[str], None] | None = None) -> dict:
-  """Runs (or resumes) the whole chain; returns {"table": Table, "files": {kind: path}, "plan": Plan}.
-  `log` gets one line per sub-run started (default: printed above the progress bars)."""
+        log: Callable[[str], None] | None = None, speeds: cost.Speeds | None = None) -> dict:
+  """Runs (or resumes) the whole chain; returns {"table": Table, "files": {kind: path}, "plan": Plan,
+  "estimate": the line printed first}. `log` gets that estimate, then one line per sub-run started (default:
+  printed above the progress bars); `speeds`: where this machine's measured speeds are kept (cost.Speeds)."""
   from tqdm.auto import tqdm
 
   log = log or tqdm.write
@@ -367,71 +439,78 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
   from absl import logging
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
+  speeds = speeds or cost.Speeds()
+  pending = [j for j, todo in jobs(config, p) if todo]
+  estimate = "reproduce: " + cost.describe(pending, speeds)
+  log(estimate)
+  by_name = {j.name: j for j in pending}
+  bar = cost.GridBar(pending, speeds, progress, desc="reproduce")
+
+  def stage(name: str, what: str, fresh: bool):
+    log(f"reproduce: {what}")
+    job = by_name.get(name)
+    return _timed(bar, job, fresh) if job else contextlib.nullcontext()
+
   ppo_methods = [m for m in p.methods if METHODS[m] is not None]
   grid = [(m, t, s) for s in p.seeds for t in p.tasks for m in p.methods]
-  steps = (2 + len(p.seeds) + len(p.tasks) * len(p.seeds) * len(ppo_methods))
-  bar = tqdm(total=steps, desc="reproduce", unit="run", disable=not progress, dynamic_ncols=True, position=0)
-
-  def stage(what: str) -> None:
-    bar.set_postfix_str(what)
-    log(f"reproduce: {what}")
-
   try:
-    stage(f"data -> {p.data_dir}")
-    if p.own_data:
-      collect_lib.collect(_collect_config(config, p.tasks), os.path.join(p.workdir, "data"), progress=progress)
+    with stage("collect", f"data -> {p.data_dir}", fresh=not os.path.isdir(os.path.join(p.workdir, "data"))):
+      if p.own_data:
+        collect_lib.collect(_collect_config(config, p.tasks), os.path.join(p.workdir, "data"), progress=progress)
     ds = open_dataset(p.data_dir, verify="size")
     _check_tasks(ds, p.tasks)
-    bar.update(1)
 
     if p.world_model_stages and p.own_world_model:
       wcfg = world_model_config(config, p)
       if _done(p.world_model_dir, wcfg) is None:
-        stage(f"world model ({', '.join(p.world_model_stages)}) -> {p.world_model_dir}")
+        log(f"reproduce: world model ({', '.join(p.world_model_stages)}) -> {p.world_model_dir}")
         _write_config(p.world_model_dir, wcfg)
+        timed = lambda s: stage(f"world model: {s}", f"world model: {s}",  # noqa: E731
+                                fresh=_fresh(p.world_model_dir, s))
         _mark_done(p.world_model_dir, wcfg, _world_model(wcfg, p.world_model_dir, ds, p.world_model_stages,
-                                                         progress))
-    bar.update(1)
+                                                         progress, timed))
 
     for seed in p.seeds:
       pc = run_config(config, p, "bc", p.tasks[0], seed)
       if _done(p.bc_dir(seed), pc, _BC_FIELDS) is None:
-        stage(f"behaviour cloning, seed {seed} -> {p.bc_dir(seed)}")
-        _write_config(p.bc_dir(seed), pc)
-        _mark_done(p.bc_dir(seed), pc, stage_bc.run(pc, p.bc_dir(seed), ds, progress=progress))
-      bar.update(1)
+        with stage(f"bc seed {seed}", f"behaviour cloning, seed {seed} -> {p.bc_dir(seed)}",
+                   fresh=_fresh(p.bc_dir(seed), "bc")):
+          _write_config(p.bc_dir(seed), pc)
+          _mark_done(p.bc_dir(seed), pc, stage_bc.run(pc, p.bc_dir(seed), ds, progress=progress))
       for task in p.tasks:
         for m in ppo_methods:
           pc = run_config(config, p, m, task, seed)
           run_dir = p.run_dir(m, task, seed)
           if _done(run_dir, pc) is None:
-            stage(f"{m} {task} seed {seed} -> {run_dir}")
-            _copy_bc(p.bc_dir(seed), run_dir)
-            _write_config(run_dir, pc)
-            summary = stage_ppo.run(pc, run_dir, ds, progress=progress)
-            if not summary:
-              raise RuntimeError(f"the PPO stage in {run_dir} did not finish")
-            _mark_done(run_dir, pc, summary)
-          bar.update(1)
+            with stage(f"{m} {task} seed {seed}", f"{m} {task} seed {seed} -> {run_dir}",
+                       fresh=_fresh(run_dir, "ppo")):
+              _copy_bc(p.bc_dir(seed), run_dir)
+              _write_config(run_dir, pc)
+              summary = stage_ppo.run(pc, run_dir, ds, progress=progress)
+              if not summary:
+                raise RuntimeError(f"the PPO stage in {run_dir} did not finish")
+              _mark_done(run_dir, pc, summary)
+
+    evaluators = _Evaluators(config)
+    rows = []
+    total = len(grid) * len(p.splits) * config.eval.episodes
+    with tqdm(total=total, desc="evaluate", unit="ep", disable=not progress, dynamic_ncols=True,
+              position=1, leave=False) as ebar:
+      for m, t, s in grid:
+        name = f"evaluate {m} {t} seed {s}"
+        with (_timed(bar, by_name[name], fresh=True) if name in by_name else contextlib.nullcontext()):
+          res = _evaluate(config, p, evaluators, m, t, s, ebar.update)
+        rows += [tables_lib.RunResult(method=m, task=t, seed=s, split=c["split"], success_rate=c["success_rate"],
+                                      episodes=c["episodes"]) for c in res["results"]]
   finally:
     bar.close()
-
-  evaluators = _Evaluators(config)
-  rows = []
-  total = len(grid) * len(p.splits) * config.eval.episodes
-  with tqdm(total=total, desc="evaluate", unit="ep", disable=not progress, dynamic_ncols=True) as ebar:
-    for m, t, s in grid:
-      ebar.set_postfix_str(f"{m} {t} seed {s}")
-      res = _evaluate(config, p, evaluators, m, t, s, ebar.update)
-      rows += [tables_lib.RunResult(method=m, task=t, seed=s, split=c["split"], success_rate=c["success_rate"],
-                                    episodes=c["episodes"]) for c in res["results"]]
   table = tables_lib.build(rows)
   files = tables_lib.write(table, p.tables_dir)
   if p.world_model_stages:  # which stage limits the result: the world model's own held-out reports
     md = diagnostics.markdown(diagnostics.load(p.world_model_dir))
     if md:
       files["world_model"] = media.write_text(os.path.join(p.tables_dir, "world_model.md"), md)
-  return {"table": table, "files": files, "plan": p}
+  return {"table": table, "files": files, "plan": p, "estimate": estimate}
 
 
 def outputs(p: Plan) -> list[tuple[str, str]]:

@@ -5,9 +5,14 @@ compared with the goal frame (WM_goal's, or a real success frame), and its done 
 
     r_t = w_align * (1 - d(frame_t, goal)) + w_done * 1[done_prob_t >= tau]      (paper: 1, 10, 0.9)
 
-with d a perceptual distance in [0, 1] (`distance.py`). Two other kinds exist for comparison: "learned"
-(a reward head trained on the dataset's handcrafted rewards, `learned.py`: the exogenous baseline) and
-"handcrafted" (the simulator's own reward: only meaningful when acting in the simulator).
+with d a perceptual distance in [0, 1] (`distance.py`). `align="change"` pays the alignment's change instead
+of its level, w_align * (d(frame_{t-1}, goal) - d(frame_t, goal)): a potential-based shaping term (Ng, Harada
+& Russell 1999, with discount 1) whose sum over an episode is d_0 - d_T whatever its length, so that
+lingering short of "done" earns nothing, where the level pays up to w_align at every step it lasts.
+
+Two other kinds exist for comparison: "learned" (a reward head trained on the dataset's handcrafted rewards,
+`learned.py`: the exogenous baseline) and "handcrafted" (the simulator's own reward: only meaningful when
+acting in the simulator).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import jax.numpy as jnp
 
 KINDS = ("endogenous", "learned", "handcrafted")
 DISTANCES = ("features", "pixels", "tokens", "lpips")
+ALIGNS = ("level", "change")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +35,7 @@ class RewardConfig:
   kind: str = "endogenous"  # one of KINDS
   distance: str = "features"  # of the endogenous reward: tokenizer encoder (default), pixels, tokens, lpips
   lpips_weights: str = ""  # the npz of distance.LPIPS; required when distance == "lpips"
+  align: str = "level"  # one of ALIGNS: the paper pays the level 1 - d; "change" pays d_{t-1} - d_t
   w_align: float = 1.0  # the paper's defaults: 1, 10, 0.9
   w_done: float = 10.0
   tau: float = 0.9
@@ -38,6 +45,8 @@ class RewardConfig:
       raise ValueError(f"reward kind must be one of {KINDS}, got {self.kind!r}")
     if self.distance not in DISTANCES:
       raise ValueError(f"reward distance must be one of {DISTANCES}, got {self.distance!r}")
+    if self.align not in ALIGNS:
+      raise ValueError(f"reward align must be one of {ALIGNS}, got {self.align!r}")
     # Only the endogenous reward reads a distance: another kind need not ship LPIPS weights.
     if self.kind == "endogenous" and self.distance == "lpips":
       if not self.lpips_weights:
@@ -54,9 +63,17 @@ class RewardConfig:
     return self
 
 
-def endogenous_reward(distance: jax.Array, done_prob: jax.Array, cfg: RewardConfig) -> jax.Array:
-  """distance f32[B] in [0, 1] (frame to goal), done_prob f32[B] -> reward f32[B] (jittable; cfg is static)."""
-  align = cfg.w_align * (1.0 - jnp.asarray(distance, jnp.float32))
+def endogenous_reward(distance: jax.Array, done_prob: jax.Array, cfg: RewardConfig,
+                      prev_distance: jax.Array | None = None) -> jax.Array:
+  """distance f32[B] in [0, 1] (frame to goal), done_prob f32[B] -> reward f32[B] (jittable; cfg is static).
+  prev_distance f32[B]: the previous frame's distance, needed by align "change"."""
+  distance = jnp.asarray(distance, jnp.float32)
+  if cfg.align == "change":
+    if prev_distance is None:
+      raise ValueError("reward align 'change' needs the previous frame's distance")
+    align = cfg.w_align * (jnp.asarray(prev_distance, jnp.float32) - distance)
+  else:
+    align = cfg.w_align * (1.0 - distance)
   # tau is compared in f32: done_prob == f32(0.9) earns the bonus, as the reference's ">= 0.9" does.
   done = jnp.asarray(done_prob, jnp.float32) >= jnp.float32(cfg.tau)
   return align + cfg.w_done * done.astype(jnp.float32)

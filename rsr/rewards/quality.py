@@ -137,7 +137,8 @@ def make_imagine(model, params, context: int, gen, key: jax.Array) -> Callable:
 
   def imagine(tokens, actions, task):
     run = wm_eval.make_rollout(model, context, actions.shape[1] - context, gen)
-    toks, done = run(params, jnp.asarray(tokens, jnp.int32), jnp.asarray(actions), jnp.asarray(task, jnp.int32), key)
+    toks, done, _ = run(params, jnp.asarray(tokens, jnp.int32), jnp.asarray(actions), jnp.asarray(task, jnp.int32),
+                        key)
     return toks, jax.nn.sigmoid(done)
 
   return imagine

@@ -74,7 +74,7 @@ def world_model_parts(config, ds, progress: bool = True, chunk: int | None = Non
                            seed=config.seed)
   parts = wm_env.WMParts(dynamics=dyn_model, tokenizer=tok_model, views=len(ds.frame_keys), reward_head=head)
   params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params, reward_head=head_params)
-  ecfg = wm_env.WMEnvConfig(horizon=w.horizon, done_threshold=w.done_threshold,
+  ecfg = wm_env.WMEnvConfig(horizon=w.horizon, done_threshold=w.done_threshold, max_surprise=w.max_surprise,
                             reward=policy_config.reward_config(config),
                             generate=gen, render=render,
                             chunk=policy_config.imagined_chunk(w.chunk, 1, jax.default_backend()) if chunk is None

@@ -17,6 +17,7 @@ from rsr.agents.networks import AgentConfig
 from rsr.envs import SPLITS
 from rsr.envs.tabletop.tasks import TASKS
 from rsr.rewards.endogenous import RewardConfig
+from rsr.stages import POLICY, parse
 from rsr.train import fused
 from rsr.utils import checks
 from rsr.utils import configs as configs_lib
@@ -34,7 +35,7 @@ def agent_config(config) -> AgentConfig:
 def reward_config(config) -> RewardConfig:
   r = config.rewards
   return RewardConfig(kind=config.reward, distance=r.distance, lpips_weights=r.lpips_weights,
-                      w_align=r.w_align, w_done=r.w_done, tau=r.tau).validate()
+                      align=r.align, w_align=r.w_align, w_done=r.w_done, tau=r.tau).validate()
 
 
 def ppo_config(config) -> fused.FusedConfig:
@@ -94,13 +95,18 @@ def without_speed_fields(d: dict) -> dict:
           for k, v in d.items()}
 
 
+def eval_splits(config) -> list[str]:
+  """The simulator splits PPO evaluates on (config.eval.splits: a comma list, 'all', or '' for none)."""
+  return checks.expand(config.eval.splits, SPLITS, "split") if config.eval.splits.strip() else []
+
+
 def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) -> None:
   """Every setting of the policy `stages` a command will run, before anything compiles: ValueErrors naming
   the field. `stages` defaults to config.stages. With the dataset (`ds`, data_pipelines.Dataset) also what
   the stages need of it (BC's demonstrations) and of the world model PPO would train in: world_model_dir
   exists, is a train_world_model workdir holding the stages PPO loads, and was trained on frames of the
   dataset's size."""
-  stages = [x.strip() for x in config.stages.split(",") if x.strip()] if stages is None else stages
+  stages = parse(config.stages, POLICY) if stages is None else stages
   if config.task not in TASKS:
     raise ValueError(f"task: unknown {config.task!r}; valid: {', '.join(TASKS)}")
   if config.env not in ENVS:
@@ -145,9 +151,10 @@ def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) ->
     raise ValueError(f"ppo: {e}") from None
   checks.divides_devices(p.num_envs, "ppo.num_envs")
   e = config.eval
-  for split in [x.strip() for x in e.splits.split(",") if x.strip()]:
-    if split not in SPLITS:
-      raise ValueError(f"eval.splits: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+  try:
+    eval_splits(config)
+  except ValueError as err:
+    raise ValueError(f"eval.splits: {err}") from None
   checks.positive(e, "eval", "episodes")
   checks.non_negative(e, "eval", "videos")
   if config.env != "world_model":
@@ -156,6 +163,7 @@ def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) ->
   checks.positive(w, "wm_env", "horizon", "context", "max_starts")
   if not 0.0 < w.done_threshold < 1.0:
     raise ValueError(f"wm_env.done_threshold must be in (0, 1), got {w.done_threshold!r}")
+  checks.non_negative(w, "wm_env", "max_surprise")
   checks.one_of(w.goal, "wm_env.goal", ("model", "real"))
   try:
     reward_config(config)

@@ -107,7 +107,7 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
     return state, m
 
   evaluate_sim = sim_evaluator(config, ds, model.apply)
-  splits = [s.strip() for s in config.eval.splits.split(",") if s.strip()]
+  splits = policy_config.eval_splits(config)
 
   def evaluate(state):
     out = {}
@@ -149,15 +149,23 @@ def exploitation_report(config, ds, wm: environments.WorldModelParts, apply_fn, 
                                  config.wm_env.horizon) for name, p in named_params.items()}
 
 
+# Switches added after PPO checkpoints were written, with the value those checkpoints ran with: at that value
+# a switch is left out of the identity, so that they still load.
+_COMPAT_OLD = {"wm_env": {"max_surprise": 0.0}, "rewards": {"align": "level"}}
+
+
 def compat(config) -> dict:
   """The fields a PPO checkpoint must agree on with the config that loads it."""
   fcfg = dataclasses.asdict(policy_config.ppo_config(config))
   # a resume may change the speed fields
   kept = policy_config.without_speed_fields({"ppo": fcfg["ppo"], "wm_env": config.wm_env.to_dict()})
+  kept["rewards"] = config.rewards.to_dict()
+  for group, old in _COMPAT_OLD.items():
+    kept[group] = {k: v for k, v in kept[group].items() if not (k in old and v == old[k])}
   return {"agent": dataclasses.asdict(policy_config.agent_config(config)), "ppo": dict(fcfg, ppo=kept["ppo"]),
           "env": config.env, "reward": config.reward, "task": config.task, "seed": config.seed,
           "wm_env": kept["wm_env"] if config.env == "world_model" else {},
-          "rewards": config.rewards.to_dict() if config.reward == "endogenous" else {}}
+          "rewards": kept["rewards"] if config.reward == "endogenous" else {}}
 
 
 def calls(config) -> int:

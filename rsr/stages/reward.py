@@ -21,8 +21,7 @@ import numpy as np
 
 from data_pipelines.loader import WindowConfig, WindowLoader
 from rsr.rewards import learned, quality
-from rsr.rewards.learned import (RewardHead, RewardHeadConfig, held_out_metrics, init_state, make_train_step,
-                                 transitions)
+from rsr.rewards.learned import RewardHead, RewardHeadConfig, held_out_metrics, init_state, make_train_step, transitions
 from rsr.stages import tokenizer as stage_tokenizer
 from rsr.stages import world_model as wm_stages
 from rsr.train import loop

@@ -39,7 +39,7 @@ def check(config, spec) -> None:
   tok = config.tokenizer
   channels = checks.positive_ints(tok.channels, "tokenizer.channels")
   checks.positive_ints(tok.levels, "tokenizer.levels", least=2)
-  checks.non_negative(tok, "tokenizer", "res_blocks", *[k for k in ("sticky_margin",) if k in tok])
+  checks.non_negative(tok, "tokenizer", "res_blocks", "sticky_margin")
   try:
     tokenizer_config(config)
   except ValueError as e:
@@ -72,7 +72,8 @@ def _frames(batch: dict, cameras: tuple[str, ...]) -> np.ndarray:
   return xp.concatenate([batch[k][:, 0] for k in cameras], axis=0)
 
 
-def _eval_frames(ds, split: str, cameras: tuple[str, ...], n: int, seed: int) -> np.ndarray:
+def eval_frames(ds, split: str, cameras: tuple[str, ...], n: int, seed: int) -> np.ndarray:
+  """The held-out frames the tokenizer is scored on: about n of `split` (seeded) -> uint8[n', H, W, 3]."""
   per = max(1, n // len(cameras))
   return _frames(WindowLoader(ds, split, WindowConfig(batch_size=per, window=1), seed=seed).batch(0), cameras)
 
@@ -98,9 +99,9 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
   step_fn = make_train_step(model, trn)
   eval_fn = make_eval(model)
   ood_split = next((s for s in ds.splits if s.startswith("ood")), None)
-  held = {"val": _eval_frames(ds, "val", cameras, t.eval_frames, 1)} if "val" in ds.splits else {}
+  held = {"val": eval_frames(ds, "val", cameras, t.eval_frames, 1)} if "val" in ds.splits else {}
   if ood_split:
-    held[ood_split] = _eval_frames(ds, ood_split, cameras, t.eval_frames, 1)
+    held[ood_split] = eval_frames(ds, ood_split, cameras, t.eval_frames, 1)
 
   def evaluate(state) -> dict:
     out = {}

@@ -65,7 +65,7 @@ def check_dynamics(config, spec) -> None:
                   "eval_windows", "eval_context", "eval_horizon", "goal_episodes", "goal_max_steps", "ramp_steps")
   checks.non_negative(d, "dynamics_train", "warmup", "weight_decay", "done_weight")
   checks.one_of(d.done_label, "dynamics_train.done_label", DONE_LABELS)
-  checks.non_negative(d, "dynamics_train", *[k for k in ("probe_horizon", "probe_steps") if k in d])
+  checks.non_negative(d, "dynamics_train", "probe_horizon", "probe_steps")
   try:
     _train_config(config)
   except ValueError as e:
@@ -313,6 +313,8 @@ def probe_report(config, workdir: str, ds, tok_ds, model: dyn.Dynamics, params, 
     r = wm_eval.probe_open_loop(run, params, decode, predict, probe_params, {k: v[keep] for k, v in tb.items()},
                                 context, views, jax.random.PRNGKey(13))
     out[f"{split}/probe_windows"] = int(len(keep))
+    for k in ("auc", "auc_horizon", "auc_within", "diverged"):
+      out[f"{split}/guard_{k}"] = r.pop(f"guard/{k}")
     for k, v in r.items():
       name = f"{split}/{k.replace('/', '_')}"
       out[name] = [round(float(x), 3) for x in v]

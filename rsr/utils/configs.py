@@ -62,6 +62,8 @@ ADDED: dict[str, dict[str, Any]] = {
         "wm_env.chunk": 0,
         "ppo.microbatch": 0,
         "eval.gap_starts": 0,
+        "rewards.align": "level",
+        "wm_env.max_surprise": 0.0,
     },
 }
 

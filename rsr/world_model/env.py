@@ -23,6 +23,7 @@ baking hundreds of megabytes into the compiled program.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -84,8 +85,17 @@ class WMEnvConfig:
   # another. Speed only (every environment's frame depends on its own key, not on its batch): on XLA:CPU
   # a chunk's activations stay in cache (docs/benchmarks.md).
   chunk: int = 0
+  # The exploit guard (0: off), in nats: the episode's surprise is the sum over its imagined frames of
+  # -log(confidence) (generate.Imagined: the geometric mean of a frame's token probabilities). A step that
+  # takes it past this is not paid the done bonus and ends the episode as truncated, so that a policy is not
+  # paid for states the model is guessing at. Summed rather than per frame: imagination drifts from the real
+  # episode step by step, and the sum ranks diverged steps where one frame's confidence does not
+  # (docs/results.md, "The exploit guard's signal").
+  max_surprise: float = 0.0
 
   def validate(self) -> "WMEnvConfig":
+    if not (math.isfinite(self.max_surprise) and self.max_surprise >= 0.0):
+      raise ValueError(f"max_surprise must be a number >= 0 (0: off), got {self.max_surprise}")
     if self.chunk < 0:
       raise ValueError(f"chunk must be >= 0 (0: the whole batch), got {self.chunk}")
     if self.horizon < 1:
@@ -113,6 +123,8 @@ class WMInner:
   task: jax.Array  # i32[]
   key: jax.Array
   step: jax.Array  # i32[]
+  distance: jax.Array  # f32[] the current frame's distance to the goal (reward align "change"; else zeros)
+  surprise: jax.Array  # f32[] the episode's summed -log(frame confidence) so far (the exploit guard's)
 
 
 class WorldModelEnv(core.Env):
@@ -177,10 +189,16 @@ class WorldModelEnv(core.Env):
     else:
       offset = jnp.zeros_like(first)
     inner = WMInner(cache=cache, tokens=context[:, -1], goal_tokens=goal, goal_feats=self._features(goal_rgb),
-                    goal_rgb=goal_rgb, offset=offset, task=task, key=k_next, step=jnp.zeros((b,), jnp.int32))
+                    goal_rgb=goal_rgb, offset=offset, task=task, key=k_next, step=jnp.zeros((b,), jnp.int32),
+                    distance=zeros, surprise=zeros)
+    if self.config.reward.kind == "endogenous" and self.config.reward.align == "change":
+      # The first step's change is measured from the start frame (a level would not need it: one more
+      # distance per reset, paid only here).
+      inner = inner.replace(distance=self._distance(jnp.clip(first + offset, 0.0, 1.0), context[:, -1], inner))
     obs = self._obs(first + offset, goal_rgb, task)
     info = {"success": jnp.zeros((b,), bool), "truncated": jnp.zeros((b,), bool), "step": inner.step,
-            "done_prob": zeros, "distance": zeros}
+            "done_prob": zeros, "distance": inner.distance, "confidence": jnp.ones((b,)), "surprise": zeros,
+            "unsure": jnp.zeros((b,), bool)}
     return core.State(obs=obs, reward=zeros, done=jnp.zeros((b,), bool), info=info, inner=inner)
 
   def batch_step(self, states: core.State, actions: jax.Array) -> core.State:
@@ -203,16 +221,20 @@ class WorldModelEnv(core.Env):
     split = jax.vmap(jax.random.split)(inn.key)
     key, k_gen = split[:, 0], split[:, 1]
     actions = jnp.clip(actions, -1.0, 1.0)
-    cache, tokens, done_logit = generate.imagine(self.parts.dynamics, self.params.dynamics, inn.cache,
-                                                 actions, inn.task, k_gen, self.config.generate)
-    done_prob = jax.nn.sigmoid(done_logit)
+    cache, tokens, done_logit, confidence = generate.imagine(
+        self.parts.dynamics, self.params.dynamics, inn.cache, actions, inn.task, k_gen, self.config.generate)
+    surprise = inn.surprise - jnp.log(jnp.maximum(confidence, 1e-30))
+    unsure = (surprise > self.config.max_surprise) if self.config.max_surprise else jnp.zeros_like(confidence, bool)
+    # A guarded step's done probability is 0: no success, no bonus (the alignment term is still paid).
+    done_prob = jnp.where(unsure, 0.0, jax.nn.sigmoid(done_logit))
     rgb = jnp.clip(self._decode(tokens) + inn.offset, 0.0, 1.0)
     success = done_prob >= self.config.done_threshold
     step = inn.step + 1
-    truncated = (step >= self.config.horizon) & ~success
+    truncated = ((step >= self.config.horizon) | unsure) & ~success
     reward, d = self._reward(rgb, tokens, done_prob, inn)
-    inner = inn.replace(cache=cache, tokens=tokens, key=key, step=step)
-    info = dict(states.info, success=success, truncated=truncated, step=step, done_prob=done_prob, distance=d)
+    inner = inn.replace(cache=cache, tokens=tokens, key=key, step=step, distance=d, surprise=surprise)
+    info = dict(states.info, success=success, truncated=truncated, step=step, done_prob=done_prob, distance=d,
+                confidence=confidence, surprise=surprise, unsure=unsure)
     return states.replace(obs=self._obs(rgb, inn.goal_rgb, inn.task), reward=reward,
                           done=success | truncated, info=info, inner=inner)
 
@@ -240,15 +262,19 @@ class WorldModelEnv(core.Env):
     rc = self.config.reward
     if rc.kind == "learned":
       return self.parts.reward_head.apply(self.params.reward_head, tokens, inn.task), jnp.zeros_like(done_prob)
+    d = self._distance(rgb, tokens, inn)
+    return endogenous_reward(d, done_prob, rc, inn.distance), d
+
+  def _distance(self, rgb, tokens, inn: WMInner) -> jax.Array:
+    """f32[B] in [0, 1]: the frames' distance to their goals, by the endogenous reward's measure."""
+    rc = self.config.reward
     if rc.distance == "features":
-      d = dist_lib.feature_distance(self._features(rgb), inn.goal_feats).mean(axis=-1)  # views
-    elif rc.distance == "pixels":
-      d = dist_lib.pixel_distance(rgb, inn.goal_rgb).mean(axis=-1)
-    elif rc.distance == "tokens":
-      d = dist_lib.token_distance(self.parts.tokenizer.config.levels, tokens, inn.goal_tokens)
-    else:
-      d = self._lpips(rgb, inn.goal_rgb).mean(axis=-1)
-    return endogenous_reward(d, done_prob, rc), d
+      return dist_lib.feature_distance(self._features(rgb), inn.goal_feats).mean(axis=-1)  # views
+    if rc.distance == "pixels":
+      return dist_lib.pixel_distance(rgb, inn.goal_rgb).mean(axis=-1)
+    if rc.distance == "tokens":
+      return dist_lib.token_distance(self.parts.tokenizer.config.levels, tokens, inn.goal_tokens)
+    return self._lpips(rgb, inn.goal_rgb).mean(axis=-1)
 
 
 def _unbatch(state: core.State) -> core.State:

@@ -27,7 +27,7 @@ from rsr.world_model.tokenizer_train import psnr
 
 def make_rollout(model: dyn.Dynamics, context: int, horizon: int, gen: generate.GenerateConfig):
   """Jitted (params, tokens f32[B, C, N], actions f32[B, C + H, A], task i32[B], key)
-  -> (imagined tokens i32[B, H, N], done logits f32[B, H])."""
+  -> (imagined tokens i32[B, H, N], done logits f32[B, H], confidence f32[B, H] (generate.Imagined))."""
 
   @jax.jit
   def run(params, tokens, actions, task, key):
@@ -45,11 +45,11 @@ def make_rollout(model: dyn.Dynamics, context: int, horizon: int, gen: generate.
     def step(carry, h):
       cache, key = carry
       key, k = jax.random.split(key)
-      cache, tok, done = generate.imagine(model, params, cache, actions[:, context - 1 + h], task, k, gen)
-      return (cache, key), (tok, done)
+      cache, tok, done, conf = generate.imagine(model, params, cache, actions[:, context - 1 + h], task, k, gen)
+      return (cache, key), (tok, done, conf)
 
-    _, (toks, dones) = jax.lax.scan(step, (cache, key), jnp.arange(horizon))
-    return jnp.swapaxes(toks, 0, 1), jnp.swapaxes(dones, 0, 1)
+    _, out = jax.lax.scan(step, (cache, key), jnp.arange(horizon))
+    return tuple(jnp.swapaxes(x, 0, 1) for x in out)
 
   return run
 
@@ -79,7 +79,7 @@ def open_loop(model, params, decode, tok_batch: dict, pix_frames: np.ndarray, co
   side = int(np.sqrt(model.cfg.tokens_per_frame // views))
 
   def score(acts):
-    toks, dones = run(params, tokens, acts, task, key)
+    toks, _, _ = run(params, tokens, acts, task, key)
     frames = np.asarray(decode(toks.reshape(b, horizon, views, side, side)))
     return np.asarray(psnr(jnp.asarray(frames), jnp.asarray(real))), toks, frames
 
@@ -113,6 +113,11 @@ def anchored(decoded, anchor_decoded, anchor_real):
   return np.clip(anchor_real + (decoded - anchor_decoded), 0.0, 1.0)
 
 
+# An imagined step has left its real episode when the state probe reads its frame this far (cm) from the real
+# frame's reading: about twice the probe's own error on real held-out frames of the cpu preset (~2-3 cm).
+DIVERGED_CM = 5.0
+
+
 def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict, context: int, views: int,
                     key: jax.Array) -> dict:
   """The state probe (rsr/world_model/probe.py) on imagined frames: per imagined step, the error (cm) of the
@@ -121,7 +126,10 @@ def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict,
   (copy-last-frame) and on imagination driven by another window's actions (shuffled).
 
   run: `make_rollout(model, context, horizon, ...)`; tok_batch: full windows of C + H frames (tokens,
-  action, task, state); predict: probe.make_predict(...). Returns {"probe/<object>_<kind>": f32[H]}."""
+  action, task, state); predict: probe.make_predict(...). Returns {"probe/<object>_<kind>": f32[H],
+  "guard/auc": the AUC of the rollout's summed surprise for diverged steps (None with one class),
+  "guard/auc_horizon": the step count's, "guard/auc_within": at each step (mean), "guard/diverged": the
+  share of imagined steps that diverged}."""
   tokens = jnp.asarray(tok_batch["tokens"], jnp.int32)
   actions, task = jnp.asarray(tok_batch["action"]), jnp.asarray(tok_batch["task"])
   b, t, n = tokens.shape
@@ -131,15 +139,30 @@ def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict,
   target = probe_lib.positions(np.asarray(tok_batch["state"])[:, context:])  # [B, H, O, 3]
   task_h = jnp.broadcast_to(task[:, None], (b, horizon))
   read = lambda frames: np.asarray(predict(probe_params, frames, task_h))  # noqa: E731
-  imagined, _ = run(params, tokens[:, :context], actions, task, key)
-  shuffled, _ = run(params, tokens[:, :context], jnp.roll(actions, 1, axis=0), task, key)
+  imagined, _, confidence = run(params, tokens[:, :context], actions, task, key)
+  shuffled, _, _ = run(params, tokens[:, :context], jnp.roll(actions, 1, axis=0), task, key)
   last = jnp.broadcast_to(tokens[:, context - 1:context], (b, horizon, n))
-  out = {}
+  out, seen = {}, {}
   for kind, frames_tokens in (("imagined", imagined), ("shuffled", shuffled), ("copy", last),
                               ("real", tokens[:, context:])):
-    err = probe_lib.errors_cm(read(front(frames_tokens)), target)
+    seen[kind] = read(front(frames_tokens))
+    err = probe_lib.errors_cm(seen[kind], target)
     for obj in ("gripper", "cube_a"):
       out[f"probe/{obj}_{kind}"] = err[obj].mean(axis=0)
+  # The exploit guard's test: does the rollout's surprise (summed -log frame confidence, the signal of
+  # WMEnvConfig.max_surprise) tell the steps where imagination left the real episode (the probe reads the
+  # imagined and the real frame more than DIVERGED_CM apart, gripper or cube) from those where it did not?
+  # Both frames read by the same probe, so its own error mostly cancels. Divergence grows with the step, so
+  # the step count alone is the baseline, and "within" ranks the windows at each step separately.
+  apart = probe_lib.errors_cm(seen["imagined"], seen["real"])
+  diverged = np.maximum(apart["gripper"], apart["cube_a"]) > DIVERGED_CM  # [B, H]
+  surprise = np.cumsum(-np.log(np.maximum(np.asarray(confidence, np.float64), 1e-30)), axis=1)
+  steps = np.broadcast_to(np.arange(horizon, dtype=np.float64), (b, horizon))
+  out["guard/auc"] = dynamics_train.auc(surprise.ravel(), diverged.ravel())
+  out["guard/auc_horizon"] = dynamics_train.auc(steps.ravel(), diverged.ravel())
+  within = [a for a in (dynamics_train.auc(surprise[:, h], diverged[:, h]) for h in range(horizon)) if a is not None]
+  out["guard/auc_within"] = float(np.mean(within)) if within else None
+  out["guard/diverged"] = float(diverged.mean())
   return out
 
 

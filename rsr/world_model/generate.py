@@ -9,6 +9,7 @@ frame writes its keys/values into the cache and yields its done logit. The paper
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,13 +51,22 @@ def fixed_after(step: int, steps: int, n: int) -> int:
   return n if step == steps - 1 else int(np.ceil(n * (1.0 - np.cos(np.pi / 2 * (step + 1) / steps))))
 
 
+class Imagined(NamedTuple):
+  cache: Cache  # with the new frame written
+  tokens: jax.Array  # i32[B, N]
+  done_logit: jax.Array  # f32[B]
+  # f32[B] in (0, 1]: the geometric mean over the frame's tokens of the probability each token had when it
+  # was fixed; the model's own confidence in the frame (the exploit guard's signal: low where it guesses).
+  confidence: jax.Array
+
+
 def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task: jax.Array, key: jax.Array,
-            config: GenerateConfig = GenerateConfig()) -> tuple[Cache, jax.Array, jax.Array]:
+            config: GenerateConfig = GenerateConfig()) -> Imagined:
   """One imagined frame for every environment.
 
   prev_action f32[B, A] (the action taken at the last frame), task i32[B], key: one PRNG key for the
   batch (u32[2]) or one per environment (u32[B, 2], so that an environment's frames do not depend on
-  which batch it runs in) -> (cache with the new frame, tokens i32[B, N], done_logit f32[B]).
+  which batch it runs in) -> Imagined(cache, tokens i32[B, N], done_logit f32[B], confidence f32[B]).
   """
   cfg = model.cfg
   b, n = prev_action.shape[0], cfg.tokens_per_frame
@@ -64,6 +74,7 @@ def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task:
   split = jax.vmap(lambda k: jax.random.split(k, 3)) if per_env else (lambda k: jax.random.split(k, 3))
   has = jnp.ones((b,), bool)
   tokens = jnp.full((b, n), cfg.mask_id, jnp.int32)
+  conf = jnp.zeros((b,), jnp.float32)
   for step in range(config.steps):
     keys = split(key)
     key, k_sample, k_order = (keys[:, i] for i in range(3)) if per_env else keys
@@ -81,6 +92,7 @@ def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task:
       sample, logp = token_head.greedy(cfg.output, cfg.levels, logits)
     if keep == n:  # the last step fixes every token still masked: no ranking needed
       tokens = jnp.where(masked, sample, tokens)
+      conf = conf + jnp.sum(jnp.where(masked, logp, 0.0), axis=-1)
       continue
     if config.order == "confidence":
       score = logp
@@ -89,9 +101,11 @@ def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task:
                else jax.random.uniform(k_order, (b, n)))
     score = jnp.where(masked, score, jnp.inf)  # tokens fixed earlier stay fixed
     thresh = jnp.sort(score, axis=-1)[:, n - keep][:, None]
-    tokens = jnp.where(masked & (score >= thresh), sample, tokens)
+    fixed = masked & (score >= thresh)
+    tokens = jnp.where(fixed, sample, tokens)
+    conf = conf + jnp.sum(jnp.where(fixed, logp, 0.0), axis=-1)
   cache, done, _ = model.apply(params, cache, tokens, prev_action, has, task, method=Dynamics.observe)
-  return cache, tokens, done
+  return Imagined(cache, tokens, done, jnp.exp(conf / n).astype(jnp.float32))
 
 
 def goal_rollout(model: Dynamics, params, first_tokens: jax.Array, task: jax.Array, key: jax.Array,
@@ -111,7 +125,7 @@ def goal_rollout(model: Dynamics, params, first_tokens: jax.Array, task: jax.Arr
 
   def body(carry, k):
     cache, goal, reached, steps = carry
-    cache, tokens, done = imagine(model, params, cache, zeros, task, k, config)
+    cache, tokens, done, _ = imagine(model, params, cache, zeros, task, k, config)
     now = ~reached
     goal = jnp.where(now[:, None], tokens, goal)  # follows the rollout until done, then stays
     steps = steps + now.astype(jnp.int32)

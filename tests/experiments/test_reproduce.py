@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,8 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 METHODS = ("bc", "ppo_sim", "ppo_wm_learned", "roboscape_r")
 
 
-def _run(*args, timeout=1800):
+def _run(*args, timeout=1800, cache=None):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  if cache:
+    env["RSR_CACHE"] = str(cache)  # this machine's measured speeds (rsr/eval/cost.py), kept per test
   return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=timeout)
 
@@ -26,7 +27,7 @@ def _run(*args, timeout=1800):
 def _reproduce(workdir, tiny_dataset, tiny_world_model, *extra, timeout=2400):
   return _run("experiments.reproduce", "--config=experiments/configs/reproduce.py:tiny",
               f"--config.data_dir={tiny_dataset}", f"--config.world_model_dir={tiny_world_model}",
-              f"--workdir={workdir}", *extra, timeout=timeout)
+              f"--workdir={workdir}", *extra, timeout=timeout, cache=os.path.join(workdir, "speeds"))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,6 @@ def test_rerun_skips_what_is_done(reproduced, tiny_dataset, tiny_world_model):
   workdir, _ = reproduced
   before = {p: os.path.getmtime(p) for p in workdir.glob("eval/*/*/*/results.json")}
   csv_before = (workdir / "tables" / "results.csv").read_text()
-  t0 = time.time()
   # ppo.microbatch and wm_env.chunk change how the work is computed, not what it is: the finished runs
   # stay done.
   r = _reproduce(workdir, tiny_dataset, tiny_world_model, "--config.policy.ppo.microbatch=4",
@@ -106,9 +106,35 @@ def test_rerun_skips_what_is_done(reproduced, tiny_dataset, tiny_world_model):
   assert r.returncode == 0, r.stderr[-3000:]
   started = [ln for ln in r.stdout.splitlines() if ln.startswith("reproduce: ") and " -> " in ln]
   assert all(ln.startswith("reproduce: data -> ") for ln in started), started  # no BC, PPO or world model run
+  assert "reproduce: nothing left to run" in r.stdout
   assert {p: os.path.getmtime(p) for p in before} == before  # nothing evaluated again
   assert (workdir / "tables" / "results.csv").read_text() == csv_before
-  assert time.time() - t0 < 120
+
+
+def test_grid_cost_is_estimated_from_this_machine(reproduced, tiny_dataset, tiny_world_model):
+  """The first grid names the kinds it has not measured; each sub-run that ran from its start records its
+  seconds per unit, so the same grid in a new directory is estimated whole before it starts."""
+  from experiments.configs import reproduce as reproduce_configs
+  from rsr.eval import cost
+  from rsr.eval import reproduce as reproduce_lib
+
+  workdir, stdout = reproduced
+  first = [ln for ln in stdout.splitlines() if ln.startswith("reproduce: ") and "sub-runs to run" in ln]
+  assert len(first) == 1 and "not yet measured here" in first[0], first
+  for kind in ("bc", "ppo_sim", "ppo_wm", "evaluate"):
+    assert kind + " x" in first[0], first[0]
+  with open(os.path.join(workdir, "speeds", "speeds.json")) as f:
+    speeds = json.load(f)
+  # ppo_wm twice: the learned and the endogenous reward cost differently; the evaluations share one shape.
+  assert sorted(k.split(":")[0] for k in speeds) == ["bc", "evaluate", "ppo_sim", "ppo_wm", "ppo_wm"], speeds
+  assert all(e["seconds"] > 0 and e["units"] > 0 for e in speeds.values())
+  assert sum(e["runs"] for k, e in speeds.items() if k.startswith("evaluate")) == len(METHODS)
+  c = reproduce_configs.get_config("tiny")
+  c.data_dir, c.world_model_dir = tiny_dataset, tiny_world_model
+  pending = [j for j, todo in reproduce_lib.jobs(c, reproduce_lib.plan(c, str(workdir) + "_again")) if todo]
+  line = cost.describe(pending, cost.Speeds(os.path.join(workdir, "speeds", "speeds.json")))
+  assert "not yet measured" not in line and f"{len(pending)} sub-runs to run" in line, line
+  assert not [j for j, todo in reproduce_lib.jobs(c, reproduce_lib.plan(c, str(workdir))) if todo]
 
 
 def test_changed_config_is_refused(reproduced, tiny_dataset, tiny_world_model):
@@ -150,7 +176,6 @@ def test_bad_config_is_named(args, message, tmp_path):
 def test_presets_are_valid(preset, tmp_path, monkeypatch):
   from experiments.configs import reproduce as configs
   from rsr.eval import reproduce
-
   from rsr.utils import checks
 
   config = configs.get_config(preset)

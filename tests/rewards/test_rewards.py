@@ -187,12 +187,19 @@ def test_endogenous_reward_by_hand():
   other = endogenous.RewardConfig(w_align=2.0, w_done=1.0, tau=0.5)
   r = jax.jit(endogenous.endogenous_reward, static_argnums=2)(d, done, other)
   np.testing.assert_allclose(r, [3.0, 2.0, 1.0, 1.5, 2.8], rtol=1e-6)
+  change = endogenous.RewardConfig(align="change", w_align=2.0)
+  prev = jnp.array([0.5, 0.5, 0.5, 0.25, 0.3])
+  np.testing.assert_allclose(endogenous.endogenous_reward(d, done, change, prev), [11.0, 0.0, 9.0, 0.0, 10.4],
+                             rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="align 'change' needs the previous frame's distance"):
+    endogenous.endogenous_reward(d, done, change)
 
 
 def test_reward_config_errors(tmp_path):
   assert endogenous.RewardConfig().validate().distance == "features"
   bad = [(dict(kind="sparse"), "reward kind must be one of"),
          (dict(distance="ssim"), "reward distance must be one of"),
+         (dict(align="delta"), "reward align must be one of"),
          (dict(distance="lpips"), "reward lpips_weights must name the LPIPS npz"),
          (dict(distance="lpips", lpips_weights=str(tmp_path / "x.npz")), r"reward lpips_weights: no file .*x\.npz"),
          (dict(w_done=-1.0), "reward w_done must be a finite number >= 0"),

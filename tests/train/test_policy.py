@@ -74,9 +74,72 @@ def test_world_model_env_protocol(wm, distance):
     live = ~dones[-1]
     np.testing.assert_allclose(rewards[-1][live], want[live], rtol=1e-5, atol=1e-5)
   dist = np.stack(dist)
-  assert ((dist >= 0) & (dist <= 1)).all() and dist[~np.stack(dones)].std() > 0  # frames differ from the goal, and change
+  # frames differ from the goal, and change
+  assert ((dist >= 0) & (dist <= 1)).all() and dist[~np.stack(dones)].std() > 0
   dones = np.stack(dones)
   assert dones[:c.wm_env.horizon].any(axis=0).all()  # every env ended by the horizon (truncation at least)
+
+
+def test_change_alignment_pays_the_distance_change(wm):
+  """rewards.align="change" pays d_{t-1} - d_t plus the done bonus: the first step's change from the start
+  frame's distance (shown at reset), and after an auto-reset from the new start's."""
+  c, ds, _, _, _ = wm
+  c = _config(c.data_dir, c.world_model_dir, **{"rewards.align": "change"})
+  make_env, params, _ = environments.world_model_env(c, ds, progress=False)
+  env = make_env(params)
+  n = 4
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.full((n,), -1, jnp.int32))
+  prev = np.asarray(state.info["distance"])
+  assert (prev > 0).all() and (prev <= 1).all()  # the start frame is not the goal
+  step = jax.jit(env.step)
+  changes = []
+  for t in range(c.wm_env.horizon + 2):
+    state = step(state, jnp.asarray(np.random.default_rng(t).uniform(-1, 1, (n, 5)), jnp.float32))
+    d, done = np.asarray(state.info["distance"]), np.asarray(state.done)
+    want = (prev - d) + 10.0 * (np.asarray(state.info["done_prob"]) >= 0.9)
+    np.testing.assert_allclose(np.asarray(state.reward)[~done], want[~done], rtol=1e-5, atol=1e-5)
+    changes.append((prev - d)[~done])
+    prev = d
+  assert np.abs(np.concatenate(changes)).max() > 1e-4  # the frames moved relative to the goal
+
+
+def test_exploit_guard_withholds_done_where_the_model_is_unsure(wm):
+  """wm_env.max_surprise: once an imagined episode's summed -log(frame confidence) passes it, the step pays no
+  done bonus and ends the episode as truncated. A deliberately corrupted world model (dynamics weights
+  zeroed: every token uniform) has confidence 1 / codebook at every step, so its surprise grows by
+  log(codebook) a step and the guard stops it at the second step; the trained model is more confident."""
+  c, ds, _, _, _ = wm
+  codebook = int(np.prod(policy_config.world_model_config(c.world_model_dir).tokenizer.levels))
+  limit = 1.5 * np.log(codebook)
+  c = _config(c.data_dir, c.world_model_dir, **{"wm_env.max_surprise": limit})
+  make_env, params, _ = environments.world_model_env(c, ds, progress=False)
+  broken = params.replace(dynamics=jax.tree_util.tree_map(jnp.zeros_like, params.dynamics))
+  n = 4
+  seen = {}
+  for name, p in (("trained", params), ("broken", broken)):
+    env = make_env(p)
+    while hasattr(env, "env"):  # the WorldModelEnv itself: no auto-reset hiding the ended step's info
+      env = env.env
+    state = jax.jit(env.batch_reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.full((n,), -1, jnp.int32))
+    step = jax.jit(env.batch_step)
+    before, conf = np.zeros(n), []
+    for t in range(3):
+      state = step(state, jnp.asarray(np.random.default_rng(t).uniform(-1, 1, (n, 5)), jnp.float32))
+      info = {k: np.asarray(v) for k, v in state.info.items()}
+      np.testing.assert_allclose(info["surprise"], before - np.log(info["confidence"]), rtol=1e-5)
+      before = info["surprise"]
+      unsure = info["surprise"] > limit
+      assert (info["unsure"] == unsure).all()
+      assert (info["done_prob"][unsure] == 0).all() and not info["success"][unsure].any()
+      assert np.asarray(state.done)[unsure].all() and info["truncated"][unsure].all()
+      # the bonus withheld: the reward is the alignment term alone
+      np.testing.assert_allclose(np.asarray(state.reward)[unsure], 1.0 - info["distance"][unsure], atol=1e-5)
+      conf.append(info["confidence"])
+      if name == "broken":
+        assert unsure.all() == (t >= 1)
+    seen[name] = np.stack(conf)
+  np.testing.assert_allclose(seen["broken"], 1.0 / codebook, rtol=1e-4)
+  assert seen["trained"].mean() > 2.0 / codebook
 
 
 def test_mid_episode_starts_and_anchored_frames(wm):
@@ -158,6 +221,14 @@ def test_world_model_env_rejects_what_cannot_work(wm):
     with pytest.raises(ValueError, match=f"wm_env.chunk must be -1 .* or divide ppo.num_envs = 8, got {chunk}"):
       policy_config.check(_config(c.data_dir, c.world_model_dir, **{"wm_env.chunk": chunk}))
   policy_config.check(_config(c.data_dir, c.world_model_dir, **{"wm_env.chunk": policy_config.AUTO_CHUNK}))
+  with pytest.raises(ValueError, match="eval.splits: unknown split ood_sky; valid: id, ood_color"):
+    policy_config.check(_config(c.data_dir, c.world_model_dir, **{"eval.splits": "id,ood_sky"}))
+  with pytest.raises(ValueError, match="unknown stage.s. dpo; valid: bc, ppo"):
+    policy_config.check(_config(c.data_dir, c.world_model_dir, stages="bc,dpo"))
+  with pytest.raises(ValueError, match=r"wm_env.max_surprise must be a number >= 0, got -1.0"):
+    policy_config.check(_config(c.data_dir, c.world_model_dir, **{"wm_env.max_surprise": -1.0}))
+  with pytest.raises(ValueError, match="reward align must be one of"):
+    policy_config.check(_config(c.data_dir, c.world_model_dir, **{"rewards.align": "delta"}))
   bad = _config(c.data_dir, c.world_model_dir, world_model_dir=os.path.join(c.data_dir, "nowhere"))
   with pytest.raises(ValueError, match="no .*config.json"):
     environments.world_model_env(bad, ds, progress=False)

@@ -83,9 +83,11 @@ def test_maskgit_schedule_and_imagine():
   cache = dyn.init_cache(cfg, 3)
   act, task = jnp.zeros((3, 5)), jnp.zeros((3,), jnp.int32)
   for _ in range(4):  # beyond the cache size: the oldest frame is dropped
-    cache, tokens, done = generate.imagine(m, p, cache, act, task, jax.random.PRNGKey(1),
-                                           generate.GenerateConfig(temperature=0.0))
+    cache, tokens, done, conf = generate.imagine(m, p, cache, act, task, jax.random.PRNGKey(1),
+                                                 generate.GenerateConfig(temperature=0.0))
     assert tokens.shape == (3, 6) and int(tokens.max()) < 50 and done.shape == (3,)
+    # Greedy: each token's probability is its distribution's largest, so their geometric mean is in [1/50, 1].
+    assert conf.shape == (3,) and bool(((conf <= 1) & (conf >= 1 / 50 - 1e-6)).all())
   assert cache.pos.tolist() == [4, 4, 4]
   again = generate.imagine(m, p, dyn.init_cache(cfg, 3), act, task, jax.random.PRNGKey(9),
                            generate.GenerateConfig(temperature=0.0))[1]
@@ -136,7 +138,8 @@ def test_greedy_imagine_matches_maskgit_by_hand():
   cache = dyn.init_cache(cfg, b)
   cache, _, _ = m.apply(p, cache, jax.random.randint(jax.random.PRNGKey(3), (b, 16), 0, 50), act, has, task,
                         method=dyn.Dynamics.observe)
-  _, tokens, _ = generate.imagine(m, p, cache, act, task, jax.random.PRNGKey(1), generate.GenerateConfig(temperature=0.0))
+  _, tokens, _, confidence = generate.imagine(m, p, cache, act, task, jax.random.PRNGKey(1),
+                                              generate.GenerateConfig(temperature=0.0))
   masked = np.full((b, 16), cfg.mask_id)
   logits = np.asarray(m.apply(p, cache, jnp.asarray(masked), act, has, task, write=False, method=dyn.Dynamics.observe)[2])
   conf = np.max(np.asarray(jax.nn.log_softmax(logits)), axis=-1)
@@ -148,6 +151,9 @@ def test_greedy_imagine_matches_maskgit_by_hand():
   logits2 = np.asarray(m.apply(p, cache, jnp.asarray(first), act, has, task, write=False, method=dyn.Dynamics.observe)[2])
   want = np.where(first == cfg.mask_id, np.argmax(logits2, axis=-1), first)
   np.testing.assert_array_equal(tokens, want)
+  # The frame's confidence: the geometric mean of each token's probability in the pass that fixed it.
+  logp = np.where(first == cfg.mask_id, np.max(np.asarray(jax.nn.log_softmax(logits2)), axis=-1), conf)
+  np.testing.assert_allclose(confidence, np.exp(logp.mean(axis=-1)), rtol=1e-5)
 
 
 def test_copy_bias_keeps_the_previous_frame():

@@ -46,7 +46,7 @@ def test_tokenizer_resume_is_exact(setup):
   model = Tokenizer(stage_tokenizer.tokenizer_config(c))
   init = tokenizer_train.init_state(model, tokenizer_train.TokenizerTrainConfig(), jax.random.PRNGKey(c.seed),
                                     (16, 16))
-  frames = stage_tokenizer._eval_frames(ds, "val", ("rgb",), c.tokenizer_train.eval_frames, 1)
+  frames = stage_tokenizer.eval_frames(ds, "val", ("rgb",), c.tokenizer_train.eval_frames, 1)
   before = float(np.mean(tokenizer_train.make_eval(model)(init.params, frames)[0]))
   assert a["val/psnr"] > before + 2.0, (before, a["val/psnr"])
 
