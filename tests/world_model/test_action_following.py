@@ -61,7 +61,7 @@ def test_dynamics_follows_the_action_that_moves_a_block():
   task = jnp.asarray(test["task"])
 
   def block_hit(acts) -> float:
-    imagined, _ = run(state.params, tokens, acts, task, jax.random.PRNGKey(2))
+    imagined, _, _ = run(state.params, tokens, acts, task, jax.random.PRNGKey(2))
     return float(np.mean(np.argmax(np.asarray(imagined), -1) == np.argmax(test["tokens"][:, 1:], -1)))
 
   true, shuffled = block_hit(actions), block_hit(jnp.roll(actions, 1, axis=0))
