@@ -3,9 +3,10 @@
 World-model training reads windows of tokens thousands of times; encoding each frame once (a derived
 dataset) removes the encoder from every training step. One file, `tokens.npz`, written by atomic rename,
 holds per split the tokens i16/i32[S, N] of all S steps (N = views x h x w), the actions, rewards, success
-signals, privileged simulator states (for state probes) and task ids, and the episode lengths. `fingerprint` names what it was derived from (the source
-dataset's manifest hash and the tokenizer's identity); opening it with another fingerprint is an error
-naming the file, so a retrained tokenizer never meets stale tokens.
+signals, privileged simulator states (for state probes) and task ids, and the episode lengths.
+`fingerprint` names what it was derived from (the source dataset's manifest hash and the tokenizer's
+identity); opening it with another fingerprint is an error naming the file, so a retrained tokenizer never
+meets stale tokens.
 
 `TokenDataset` offers what `WindowLoader` needs (`splits`, `index`, `read`, `frame_keys`, `path`), so the
 same deterministic, resumable windows serve tokens as they serve pixels.
@@ -65,6 +66,32 @@ class TokenDataset:
     if f"{split}/state" in self._a:  # token datasets made before states were kept have none
       out["state"] = self._a[f"{split}/state"][s]
     return out
+
+
+def with_episodes(tok_ds: TokenDataset, split: str, episodes: list[dict[str, np.ndarray]], tag: str
+                  ) -> TokenDataset:
+  """`tok_ds` with `episodes` appended to `split`, in memory (the source file is untouched): the Dyna
+  loop's union of the demonstrations and the policy's own episodes.
+
+  episodes: dicts as `read` returns them (tokens [L, N], action [L, A], reward, success, state [L, S],
+  task [L]); tag names them in the fingerprint (a different union never passes for this one)."""
+  if split not in tok_ds.splits:
+    raise DatasetError(f"{tok_ds.path} has no split {split!r}; it has: {', '.join(tok_ds.splits)}")
+  arrays = dict(tok_ds._a)
+  for e in episodes:
+    if e["tokens"].shape[1] != tok_ds.tokens_per_frame:
+      raise DatasetError(f"an appended episode has {e['tokens'].shape[1]} tokens per frame; {tok_ds.path} has "
+                         f"{tok_ds.tokens_per_frame}")
+  keys = ["tokens", "action", "reward", "success"] + ["state"] * (f"{split}/state" in arrays)
+  for k in keys:
+    old = arrays[f"{split}/{k}"]
+    arrays[f"{split}/{k}"] = np.concatenate([old] + [np.asarray(e[k]).astype(old.dtype) for e in episodes])
+  arrays[f"{split}/lengths"] = np.concatenate([arrays[f"{split}/lengths"],
+                                               np.asarray([len(e["action"]) for e in episodes], np.int32)])
+  arrays[f"{split}/task_ids"] = np.concatenate([arrays[f"{split}/task_ids"],
+                                                np.asarray([int(e["task"][0]) for e in episodes], np.int32)])
+  meta = dict(tok_ds.meta, fingerprint=f"{tok_ds.meta['fingerprint']}+{tag}")
+  return TokenDataset(tok_ds.path, arrays, meta)
 
 
 def tokenize(ds: Dataset, encode: Callable[[np.ndarray], np.ndarray], out_dir: str, fingerprint: str,

@@ -4,6 +4,7 @@ r"""Trains a policy: behaviour cloning, then PPO inside the world model (or the 
         --config.data_dir=runs/data --config.world_model_dir=runs/world_model \
         --config.task=push_cube --config.env=world_model --config.reward=endogenous
 
+`--config.stages=bc,dyna` trains with the Dyna loop instead of one PPO run (rsr/stages/dyna.py).
 `--config.env=sim --config.reward=handcrafted` is the PPO-in-simulator baseline; `--config.reward=learned`
 uses the world model's reward head (its 'reward' stage). Re-running the same command continues where it
 stopped. Writes: config.json, checkpoints/{bc,ppo}/ (orbax), metrics.jsonl + tb/ (returns, success in
@@ -34,6 +35,7 @@ def main(argv):
   from data_pipelines import open_dataset
   from rsr import stages as stages_lib
   from rsr.stages import bc as stage_bc
+  from rsr.stages import dyna as stage_dyna
   from rsr.stages import policy_config
   from rsr.stages import ppo as stage_ppo
   from rsr.train import sharding
@@ -52,6 +54,8 @@ def main(argv):
     print("bc: " + json.dumps(stage_bc.run(c, workdir, ds)))
   if "ppo" in stages:
     print("ppo: " + json.dumps(stage_ppo.run(c, workdir, ds)))
+  if "dyna" in stages:
+    print("dyna: " + json.dumps(stage_dyna.run(c, workdir, ds)))
   print(f"workdir: {workdir}")
 
 

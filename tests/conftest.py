@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from rsr import envs  # noqa: E402
-from rsr.envs.tabletop import scenes as scenes_lib  # noqa: E402
 from rsr.envs import rollout  # noqa: E402
+from rsr.envs.tabletop import scenes as scenes_lib  # noqa: E402
 
 # One environment per split: every batch mixes all of them, which is itself part of what is tested.
 BATCH_SPLITS = tuple(scenes_lib.SPLITS)
@@ -74,11 +74,11 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 # The longest files (minutes each on 2 cores), first: pytest-xdist hands whole files to the workers in
 # collection order, and a long one left to the end runs alone on one worker while the other idles.
-LONG_FIRST = ("train/test_policy.py", "envs/test_physics_parity.py", "experiments/test_reproduce.py",
-              "envs/test_reset_layout.py", "experiments/test_binaries.py", "envs/test_render_oracle.py",
-              "world_model/test_training.py", "envs/test_protocol.py", "train/test_learning.py",
-              "world_model/test_parts.py", "train/test_multiprocess.py", "world_model/test_action_following.py",
-              "experiments/test_faults.py")
+LONG_FIRST = ("train/test_policy.py", "train/test_dyna.py", "envs/test_physics_parity.py",
+              "experiments/test_reproduce.py", "envs/test_reset_layout.py", "experiments/test_binaries.py",
+              "envs/test_render_oracle.py", "world_model/test_training.py", "envs/test_protocol.py",
+              "train/test_learning.py", "world_model/test_parts.py", "train/test_multiprocess.py",
+              "world_model/test_action_following.py", "experiments/test_faults.py")
 
 
 # `pytest -m "not slow"`, the quick check while editing, leaves out what trains a world model or a policy,
@@ -105,7 +105,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     if _file(item) in SLOW_FILES or set(SLOW_FIXTURES) & set(item.fixturenames):
       item.add_marker(pytest.mark.slow)
   rank = {name: i for i, name in enumerate(LONG_FIRST)}
-  items.sort(key=lambda item: rank.get(_file(item), len(LONG_FIRST)))  # stable: tests keep their order within a file, the other files theirs
+  # stable: tests keep their order within a file, the other files theirs
+  items.sort(key=lambda item: rank.get(_file(item), len(LONG_FIRST)))
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[str], None]) -> str:

@@ -120,4 +120,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   # Imagined vs real success of the BC start and the PPO result from the same id scenes (world model only;
   # rsr/eval/exploitation.py): how many paired starts (0: skip).
   e.gap_starts = {"tiny": 4, "cpu": 64, "paper": 128}[preset]
+  # The dyna stage (rsr/stages/dyna.py; `--config.stages=bc,dyna`): rounds of PPO in the world model (ppo.updates
+  # split over them), `episodes` real episodes of the policy each, and `wm_steps` fine-tuning the dynamics and
+  # done head on the demonstrations plus those episodes (`repeat` times each) at `wm_lr`.
+  d = c.dyna = ml_collections.ConfigDict()
+  d.rounds = {"tiny": 2, "cpu": 3, "paper": 5}[preset]
+  d.episodes = {"tiny": 2, "cpu": 64, "paper": 256}[preset]
+  d.wm_steps = {"tiny": 2, "cpu": 300, "paper": 2000}[preset]
+  d.wm_lr = {"tiny": 1e-3, "cpu": 1e-4, "paper": 5e-5}[preset]
+  d.repeat = {"tiny": 2, "cpu": 4, "paper": 4}[preset]
   return c

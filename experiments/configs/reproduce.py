@@ -33,7 +33,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.preset = preset
   stages_preset, preset = preset, world_model_configs.model_preset(preset)
-  c.methods = "bc,ppo_sim,ppo_wm_learned,roboscape_r"  # a comma list; see rsr/eval/reproduce.py METHODS
+  # A comma list (rsr/eval/reproduce.py METHODS): the paper's four; add roboscape_r_dyna for the Dyna loop
+  # (the policy's dyna.* fields; its real episodes are stated in the table).
+  c.methods = "bc,ppo_sim,ppo_wm_learned,roboscape_r"
   c.tasks = {"tiny": "push_cube", "cpu": "all", "paper": "all"}[preset]  # 'all' or a comma list
   c.seeds = {"tiny": "0", "cpu": "0,1,2", "paper": "0,1,2,3,4"}[preset]  # a comma list of integers
   # Existing finished runs to use instead of WORKDIR/data and WORKDIR/world_model (not modified):

@@ -6,6 +6,7 @@ that set the cost of one unit (the network and batch shapes, not the budgets):
     collect                 simulator steps (episodes x task horizon)
     tokenizer, dynamics, goal, reward, bc    training steps
     ppo_sim, ppo_wm         policy updates (each of ppo.num_envs x ppo.rollout_len transitions)
+    dyna                    policy updates, with the rounds' real episodes and fine-tuning spread over them
     evaluate                simulator steps (episodes x splits x task horizon)
 
 The seconds per unit come from this machine: each sub-run that ran from its start (not resumed) records its
@@ -25,7 +26,7 @@ from typing import Any, Iterable
 from rsr.envs.tabletop.tasks import TASKS
 from rsr.utils import media
 
-KINDS = ("collect", "tokenizer", "dynamics", "goal", "reward", "bc", "ppo_sim", "ppo_wm", "evaluate")
+KINDS = ("collect", "tokenizer", "dynamics", "goal", "reward", "bc", "ppo_sim", "ppo_wm", "dyna", "evaluate")
 # Config fields that are budgets, places or names: they change how many units a job has, not a unit's cost.
 _NOT_SHAPE = frozenset({"steps", "updates", "episodes", "train_episodes", "val_episodes", "ood_episodes",
                         "tasks", "task", "seed", "seeds", "data_dir", "world_model_dir", "stages", "splits",

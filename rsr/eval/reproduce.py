@@ -19,7 +19,9 @@ Every sub-run is a normal workdir of its own binary (re-running that binary on i
 Methods (METHODS), all from the same BC weights of a seed and with the same budget of PPO updates
 (config.policy.ppo.updates): `bc` (the BC checkpoint itself), `ppo_sim` (PPO in the simulator, handcrafted
 reward, id scenes), `ppo_wm_learned` (PPO in the world model, the learned reward head), `roboscape_r` (PPO
-in the world model, endogenous reward). Evaluation: the mean action in the real simulator, on
+in the world model, endogenous reward), `roboscape_r_dyna` (beyond the paper: roboscape_r in rounds, the
+world model fine-tuned between them on the policy's own real episodes; the table states each method's real
+interaction). Evaluation: the mean action in the real simulator, on
 config.eval.splits, scenes from seed eval.seed + S (the same scenes for every method of seed S).
 
 What is done is skipped: the dataset by its manifest, the world model, BC and PPO runs by a DONE.json
@@ -52,6 +54,7 @@ from rsr.eval import evaluate as ev
 from rsr.eval import tables as tables_lib
 from rsr.eval import trained as trained_lib
 from rsr.stages import bc as stage_bc
+from rsr.stages import dyna as stage_dyna
 from rsr.stages import policy_config
 from rsr.stages import ppo as stage_ppo
 from rsr.stages import reward as stage_reward
@@ -66,7 +69,11 @@ METHODS: dict[str, tuple[str, str] | None] = {
     "ppo_sim": ("sim", "handcrafted"),
     "ppo_wm_learned": ("world_model", "learned"),
     "roboscape_r": ("world_model", "endogenous"),
+    "roboscape_r_dyna": ("world_model", "endogenous"),
 }
+# The policy stage after BC of each PPO method: "dyna" refines the world model between rounds of PPO on the
+# policy's own real episodes (rsr/stages/dyna.py); every other method runs one PPO stage.
+_POLICY_STAGE = {"roboscape_r_dyna": "dyna"}
 DONE = "DONE.json"
 # Paths differ when a reproduce directory moves; they do not make a finished run another run.
 _PATH_FIELDS = ("data_dir", "world_model_dir")
@@ -212,7 +219,8 @@ def run_config(config, p: Plan, method: str, task: str, seed: int) -> ml_collect
   else:
     c.task = task
     c.env, c.reward = METHODS[method]
-    c.stages = "bc,ppo"  # bc is the copied shared initialisation: found finished, never retrained
+    # bc is the copied shared initialisation: found finished, never retrained
+    c.stages = "bc," + _POLICY_STAGE.get(method, "ppo")
   return c
 
 
@@ -359,6 +367,17 @@ def enable_compilation_cache(directory: str) -> None:
   jax.config.update("jax_compilation_cache_dir", directory)
 
 
+def budgets(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """method -> the real interaction one run uses beyond the demonstrations (the table states it, so that
+  methods are compared with what each was given)."""
+  pol = config.policy
+  sim_steps = pol.ppo.updates * pol.ppo.num_envs * pol.ppo.rollout_len
+  return {"bc": "none", "ppo_sim": f"{sim_steps:,} simulator steps with the handcrafted reward",
+          "ppo_wm_learned": "none", "roboscape_r": "none",
+          "roboscape_r_dyna": f"{stage_dyna.real_episodes(pol)} real episodes, no reward "
+                              f"({pol.dyna.rounds - 1} rounds of {pol.dyna.episodes})"}
+
+
 def jobs(config: ml_collections.ConfigDict, p: Plan) -> list[tuple[cost.Job, bool]]:
   """Every sub-run of the grid in the order `run` takes them, each with whether it is still to run."""
   wm, pol, col = config.world_model, config.policy, config.collect
@@ -390,10 +409,12 @@ def jobs(config: ml_collections.ConfigDict, p: Plan) -> list[tuple[cost.Job, boo
     for task in p.tasks:
       for m in ppo_methods:
         env, reward = METHODS[m]
-        kind = "ppo_wm" if env == "world_model" else "ppo_sim"
+        kind = _POLICY_STAGE.get(m, "ppo_wm" if env == "world_model" else "ppo_sim")
         sections = (pol.agent, pol.ppo, pol.eval, col.image_size, reward)
-        if kind == "ppo_wm":
+        if kind != "ppo_sim":
           sections += (pol.wm_env, pol.rewards, wm.tokenizer, wm.dynamics, wm.generate)
+        if kind == "dyna":
+          sections += (pol.dyna,)
         pending = _done(p.run_dir(m, task, seed), run_config(config, p, m, task, seed)) is None
         out.append((cost.Job(f"{m} {task} seed {seed}", kind, cost.shape_key(kind, *sections), pol.ppo.updates),
                     pending))
@@ -482,13 +503,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
           pc = run_config(config, p, m, task, seed)
           run_dir = p.run_dir(m, task, seed)
           if _done(run_dir, pc) is None:
+            dyna = _POLICY_STAGE.get(m) == "dyna"
             with stage(f"{m} {task} seed {seed}", f"{m} {task} seed {seed} -> {run_dir}",
-                       fresh=_fresh(run_dir, "ppo")):
+                       fresh=not os.path.isdir(os.path.join(run_dir, "dyna")) if dyna else _fresh(run_dir, "ppo")):
               _copy_bc(p.bc_dir(seed), run_dir)
               _write_config(run_dir, pc)
-              summary = stage_ppo.run(pc, run_dir, ds, progress=progress)
+              summary = (stage_dyna if dyna else stage_ppo).run(pc, run_dir, ds, progress=progress)
               if not summary:
-                raise RuntimeError(f"the PPO stage in {run_dir} did not finish")
+                raise RuntimeError(f"the {'dyna' if dyna else 'PPO'} stage in {run_dir} did not finish")
               _mark_done(run_dir, pc, summary)
 
     evaluators = _Evaluators(config)
@@ -504,7 +526,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
                                       episodes=c["episodes"]) for c in res["results"]]
   finally:
     bar.close()
-  table = tables_lib.build(rows)
+  table = tables_lib.build(rows, budgets=budgets(config))
   files = tables_lib.write(table, p.tables_dir)
   if p.world_model_stages:  # which stage limits the result: the world model's own held-out reports
     md = diagnostics.markdown(diagnostics.load(p.world_model_dir))

@@ -33,8 +33,10 @@ import numpy as np
 from rsr.envs.tabletop.scenes import OOD_FAMILIES, SPLITS
 from rsr.utils import media
 
-METHODS = ("bc", "ppo_sim", "ppo_wm_learned", "roboscape_r")  # display order; other names follow
+METHODS = ("bc", "ppo_sim", "ppo_wm_learned", "roboscape_r", "roboscape_r_dyna")  # display order; others follow
 REFERENCE = "roboscape_r"
+# Variants of the reference method (beyond the paper): shown, never counted among its baselines.
+VARIANTS = ("roboscape_r_dyna",)
 ALL_TASKS = "all tasks"
 OOD_AVG = "ood_avg"
 BASELINES_MEAN = "baselines' mean"
@@ -79,6 +81,8 @@ class Table:
   improvement: dict[tuple[str, str], float | None]  # (task or ALL_TASKS, baseline or BASELINES_MEAN)
   ood: dict[tuple[str, str], float]  # (method, row) -> OOD_x, the numbers the improvement is computed from
   rows: list[RunResult]
+  # method -> the real interaction one of its runs used beyond the demonstrations (build's `budgets`)
+  budgets: dict[str, str] = dataclasses.field(default_factory=dict)
 
   @property
   def row_tasks(self) -> list[str]:
@@ -106,7 +110,7 @@ def _stat(values: Sequence[float]) -> Stat:
   return Stat(mean=float(v.mean()), std=float(v.std()), seeds=len(v))
 
 
-def build(rows: Sequence[RunResult], reference: str = REFERENCE) -> Table:
+def build(rows: Sequence[RunResult], reference: str = REFERENCE, budgets: Mapping[str, str] | None = None) -> Table:
   """The table of `rows` (see the module docstring for every definition).
 
   Raises:
@@ -153,7 +157,7 @@ def build(rows: Sequence[RunResult], reference: str = REFERENCE) -> Table:
   row_tasks = tasks + ([ALL_TASKS] if len(tasks) > 1 else [])
   ood = {(m, t): cells[(m, t, OOD_AVG)].mean for m in methods for t in row_tasks if (m, t, OOD_AVG) in cells}
   ref = reference if reference in methods else None
-  baselines = [m for m in methods if m != ref] if ref else []
+  baselines = [m for m in methods if m != ref and m not in VARIANTS] if ref else []
   improvement: dict[tuple[str, str], float | None] = {}
   if ref and baselines and ood_avg_of:
     for t in row_tasks:
@@ -166,7 +170,8 @@ def build(rows: Sequence[RunResult], reference: str = REFERENCE) -> Table:
         improvement[(t, BASELINES_MEAN)] = relative_improvement(ood[(ref, t)], float(np.mean(list(bases.values()))))
   return Table(methods=methods, tasks=tasks, splits=splits, ood_avg_of=ood_avg_of, seeds=seeds,
                episodes=sorted({r.episodes for r in rows}), cells=cells, reference=ref, baselines=baselines,
-               improvement=improvement, ood=ood, rows=list(rows))
+               improvement=improvement, ood=ood, rows=list(rows),
+               budgets={m: b for m, b in (budgets or {}).items() if m in methods})
 
 
 # ---- text -------------------------------------------------------------------------------------------
@@ -204,6 +209,9 @@ def notes(table: Table) -> list[str]:
     out.append(f"Relative OOD improvement of {table.reference} over baseline b = (OOD_{table.reference} - OOD_b) / "
                "OOD_b, where OOD_x is the mean over seeds of method x's OOD avg (a ratio of means); over the "
                f"{BASELINES_MEAN}, OOD_b is the mean of the baselines' OOD_x; {NA} where OOD_b = 0.")
+  if table.budgets:
+    out.append("Real interaction per run beyond the demonstrations: "
+               + "; ".join(f"{m}: {b}" for m, b in table.budgets.items()) + ".")
   return out
 
 

@@ -4,9 +4,10 @@
     trained.stage, trained.step, trained.finished, trained.image_size
     policy = trained.make_policy(trained.params)   # rollout.Policy: the actor-critic's mean action
 
-The latest stage is evaluated: PPO if it has a checkpoint (finished or not; `finished` says which), else
-the finished behaviour cloning. What is evaluated is the deterministic mean action (clipped to [-1, 1]), as
-in the PPO stage's own evaluation. Anything missing or unreadable is a ValueError that names the path.
+The latest stage is evaluated: the Dyna loop's latest round if it has one, else PPO if it has a checkpoint
+(finished or not; `finished` says which), else the finished behaviour cloning. What is evaluated is the
+deterministic mean action (clipped to [-1, 1]), as in the PPO stage's own evaluation. Anything missing or
+unreadable is a ValueError that names the path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import ml_collections
 from rsr.agents.networks import ActorCritic
 from rsr.envs import rollout as rollout_lib
 from rsr.stages import bc as stage_bc
+from rsr.stages import dyna as stage_dyna
 from rsr.stages import policy_config
 from rsr.stages import ppo as stage_ppo
 from rsr.train.checkpoint import CheckpointError
@@ -35,7 +37,7 @@ _OWN_ERRORS = ("behaviour cloning in ", "the checkpoints in ", "no PPO checkpoin
 class TrainedPolicy:
   workdir: str
   config: ml_collections.ConfigDict  # the run's config.json
-  stage: str  # "ppo" or "bc"
+  stage: str  # "ppo", "dyna" (its last round's PPO) or "bc"
   step: int  # the checkpoint's step (PPO: compiled calls; BC: gradient steps)
   finished: bool  # the stage ran to its configured end
   image_size: tuple[int, int]  # (height, width) the policy was trained on
@@ -44,7 +46,7 @@ class TrainedPolicy:
   @property
   def task(self) -> str | None:
     """The task PPO trained on; None for behaviour cloning (one policy for every task)."""
-    return self.config.task if self.stage == "ppo" else None
+    return self.config.task if self.stage in ("ppo", "dyna") else None
 
   def make_policy(self, params: Any) -> rollout_lib.Policy:
     """The mean-action policy of these weights (params is an argument so that one compiled rollout serves
@@ -103,9 +105,15 @@ def load(workdir: str) -> TrainedPolicy:
 
   ppo_dir = os.path.join(workdir, "checkpoints", "ppo")
   stage = "ppo" if _steps(ppo_dir) and os.path.isfile(os.path.join(ppo_dir, "compat.json")) else "bc"
-  directory = os.path.join(workdir, "checkpoints", stage)
+  if any(_steps(os.path.join(stage_dyna.round_dir(workdir, r), "checkpoints", "ppo"))
+         for r in range(config.dyna.rounds)):
+    stage = "dyna"
+  directory = os.path.join(workdir, "checkpoints", stage) if stage != "dyna" else os.path.join(workdir, "dyna")
   try:
-    if stage == "ppo":
+    if stage == "dyna":
+      params, r, step = stage_dyna.load_params(config, workdir, image_size)
+      finished = r == config.dyna.rounds - 1 and step == stage_ppo.calls(stage_dyna.round_config(config, r))
+    elif stage == "ppo":
       params, step = stage_ppo.load_params(config, workdir, image_size)
       finished = step == stage_ppo.calls(config)
     else:

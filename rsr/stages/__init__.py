@@ -4,8 +4,8 @@ One definition for the binaries (experiments.train_world_model, experiments.trai
 `reproduce`, which runs the same stages as sub-runs: a stage added here is one every caller knows.
 
   world model  tokenizer -> tokenize -> dynamics -> goal -> reward   (tokenizer.py, world_model.py, reward.py)
-  policy       bc -> ppo                                             (bc.py, ppo.py; environments.py, and
-                                                                      policy_config.py reads their config)
+  policy       bc -> ppo | dyna                                      (bc.py, ppo.py, dyna.py; environments.py,
+                                                                      and policy_config.py reads their config)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from rsr.utils import checks
 
 WORLD_MODEL = ("tokenizer", "tokenize", "dynamics", "goal", "reward")
-POLICY = ("bc", "ppo")
+POLICY = ("bc", "ppo", "dyna")
 
 
 def parse(value: str, valid: tuple[str, ...]) -> list[str]:

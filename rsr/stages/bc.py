@@ -73,7 +73,8 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
 def compat(config, hw: tuple[int, int]) -> dict:
   """The fields a BC checkpoint must agree on with the config that loads it."""
   return {"agent": dataclasses.asdict(policy_config.agent_config(config)), "image": list(hw),
-          "bc_batch": config.bc.batch_size, "bc_episodes": config.bc.episodes, "bc_shift": config.bc.shift, "seed": config.seed}
+          "bc_batch": config.bc.batch_size, "bc_episodes": config.bc.episodes, "bc_shift": config.bc.shift,
+          "seed": config.seed}
 
 
 def load(config, workdir: str, hw: tuple[int, int]) -> Any:

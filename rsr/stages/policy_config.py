@@ -136,7 +136,15 @@ def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) ->
   if ds is not None and "bc" in stages:
     for split in ("train", "val"):
       bc_episodes(config, ds, split)
-  if "ppo" not in stages:
+  if "ppo" in stages and "dyna" in stages:
+    raise ValueError("stages: ppo and dyna are two ways to train the policy after bc; pick one")
+  if "dyna" in stages:
+    checks.positive(config.dyna, "dyna", "rounds", "episodes", "wm_steps", "wm_lr", "repeat")
+    if config.env != "world_model":
+      raise ValueError("the dyna stage trains in the world model: it needs env=world_model")
+    if config.agent.use_goal:
+      raise ValueError("the dyna stage's real episodes have no goal image: it needs agent.use_goal=False")
+  if not {"ppo", "dyna"} & set(stages):
     return
   p = config.ppo
   checks.positive(p, "ppo", "updates", "num_envs", "rollout_len", "updates_per_call", "epochs", "minibatches", "lr",

@@ -68,19 +68,22 @@ def sim_evaluator(config, ds, apply_fn):
 
 
 def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int | None = None,
-        mesh=None) -> dict:
-  """Critic warm-up, then PPO in config.env from the BC parameters; evaluation in the simulator."""
+        mesh=None, wm: environments.WorldModelParts | None = None, start: Any = None) -> dict:
+  """Critic warm-up, then PPO in config.env from the BC parameters; evaluation in the simulator.
+
+  wm: the world model to train in (default: config.world_model_dir's); start: the actor-critic parameters
+  to start from (default: this workdir's BC). The Dyna stage passes both, a round at a time."""
   policy_config.check(config, ("ppo",), ds)
   fcfg = policy_config.ppo_config(config)
   acfg = policy_config.agent_config(config)
   model = ActorCritic(acfg)
   hw = (ds.spec.height, ds.spec.width)
-  params = stage_bc.load(config, workdir, hw)
+  params = stage_bc.load(config, workdir, hw) if start is None else start
   mesh = mesh if mesh is not None else sharding.make_mesh()
-  wm = None
-  if config.env == "world_model":
+  if config.env == "world_model" and wm is None:
     chunk = policy_config.imagined_chunk(config.wm_env.chunk, mesh.devices.size, jax.default_backend())
     wm = environments.world_model_parts(config, ds, progress, chunk=chunk)
+  if config.env == "world_model":
     make_env, env_params = environments.batched_world_model(config, wm), wm.params
     scenes = jnp.full((fcfg.num_envs,), -1, jnp.int32)  # -1: every start is drawn from the bank
   else:
@@ -130,7 +133,8 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
              "task": config.task, **last}
   if wm is not None and config.eval.gap_starts:
     summary["exploitation"] = exploitation_report(config, ds, wm, model.apply,
-                                                  {"bc": params, "ppo": jax.device_get(state.params)})
+                                                  {"bc" if start is None else "start": params,
+                                                   "ppo": jax.device_get(state.params)})
   if sharding.lead():
     media.write_json(os.path.join(workdir, "tables", "ppo.json"), summary)
   return summary

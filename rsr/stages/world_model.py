@@ -67,7 +67,7 @@ def check_dynamics(config, spec) -> None:
   checks.one_of(d.done_label, "dynamics_train.done_label", DONE_LABELS)
   checks.non_negative(d, "dynamics_train", "probe_horizon", "probe_steps")
   try:
-    _train_config(config)
+    train_config(config)
   except ValueError as e:
     raise ValueError(f"dynamics_train.{e}") from None
   m = config.get("mesh", None) or {}
@@ -182,7 +182,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   mcfg = dynamics_train.dynamics_config(config, tcfg.codebook_size, tok_ds.tokens_per_frame, conditioning)
   model = dyn.Dynamics(mcfg)
   d = config.dynamics_train
-  trn = _train_config(config)
+  trn = train_config(config)
   win = WindowConfig(batch_size=d.batch_size, window=mcfg.window, done_label=d.done_label,
                      ramp_steps=d.ramp_steps)
   loader = WindowLoader(tok_ds, "train", win, seed=config.seed)
@@ -239,7 +239,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
   mesh, fsdp = sharding.config_mesh(config)
   state, last, finished = loop.run(
       stage, workdir, state, step_fn, evaluate, loop.Schedule(trn.steps, d.eval_every, d.checkpoint_every),
-      _dynamics_compat(config, mcfg, tok_ds, stage), loader=loader,
+      dynamics_compat(config, mcfg, tok_ds.meta["fingerprint"], stage), loader=loader,
       batch_fn=lambda b: {k: b[k] for k in ("tokens", "action", "task", "done", "mask")},
       progress=progress, max_steps_this_run=max_steps_this_run, mesh=mesh, fsdp=fsdp)
   if not finished:
@@ -322,7 +322,7 @@ def probe_report(config, workdir: str, ds, tok_ds, model: dyn.Dynamics, params, 
   return out
 
 
-def _train_config(config) -> dynamics_train.DynamicsTrainConfig:
+def train_config(config) -> dynamics_train.DynamicsTrainConfig:
   d = config.dynamics_train
   return dynamics_train.DynamicsTrainConfig(
       batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup, weight_decay=d.weight_decay,
@@ -331,14 +331,15 @@ def _train_config(config) -> dynamics_train.DynamicsTrainConfig:
       action_dropout=d.action_dropout, changed_weight=d.changed_weight).validate()
 
 
-def _dynamics_compat(config, mcfg: dyn.DynamicsConfig, tok_ds, stage: str) -> dict:
+def dynamics_compat(config, mcfg: dyn.DynamicsConfig, tokens: str, stage: str) -> dict:
+  """What a dynamics checkpoint must agree on with what loads it; tokens: the token dataset's fingerprint."""
   # remat computes the same function; f32 is what checkpoints written before `dtype` existed hold.
   # Switches at their old default are left out, so checkpoints written before a switch existed still load.
   defaults = {"dtype": "float32", "action_film": False, "output": "codes", "levels": ()}
   arch = {k: v for k, v in dataclasses.asdict(mcfg).items()
           if k != "remat" and not (k in defaults and v == defaults[k])}
   return {stage: arch, "batch_size": config.dynamics_train.batch_size, "seed": config.seed,
-          "tokens": tok_ds.meta["fingerprint"]}
+          "tokens": tokens}
 
 
 def load_dynamics(config, workdir: str, tok_ds, vocab: int, stage: str = "dynamics") -> tuple[dyn.Dynamics, dict]:
@@ -350,11 +351,11 @@ def load_dynamics(config, workdir: str, tok_ds, vocab: int, stage: str = "dynami
   directory = os.path.join(workdir, "checkpoints", stage)
   if not os.path.isdir(directory):
     raise ValueError(f"no {stage} checkpoint in {directory}: run the world model's {stage!r} stage first")
-  ckpt = Checkpointer(directory, compat=_dynamics_compat(config, mcfg, tok_ds, stage))
+  ckpt = Checkpointer(directory, compat=dynamics_compat(config, mcfg, tok_ds.meta["fingerprint"], stage))
   try:
     if ckpt.latest_step() is None:
       raise ValueError(f"no {stage} checkpoint in {directory}: run the world model's {stage!r} stage first")
-    target = dynamics_train.init_state(model, _train_config(config), jax.random.PRNGKey(0))
+    target = dynamics_train.init_state(model, train_config(config), jax.random.PRNGKey(0))
     state, _ = ckpt.restore(target)
   finally:
     ckpt.close()

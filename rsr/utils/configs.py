@@ -64,6 +64,7 @@ ADDED: dict[str, dict[str, Any]] = {
         "eval.gap_starts": 0,
         "rewards.align": "level",
         "wm_env.max_surprise": 0.0,
+        "dyna.rounds": 3, "dyna.episodes": 64, "dyna.wm_steps": 300, "dyna.wm_lr": 1e-4, "dyna.repeat": 4,
     },
 }
 

@@ -73,3 +73,17 @@ def test_grid_bar_weighs_jobs_by_their_estimate(tmp_path):
     assert json.load(f)["bc:z"] == {"units": 5.0, "seconds": 25.0, "runs": 1}
   bar.close()
   assert os.path.isfile(s.path)
+
+
+def test_dyna_method_is_its_own_stage_cost_and_budget(tmp_path):
+  c = reproduce_configs.get_config("tiny")
+  c.methods = "roboscape_r,roboscape_r_dyna"
+  p = reproduce_lib.plan(c, str(tmp_path / "grid"))
+  by = {j.name: j for j, _ in reproduce_lib.jobs(c, p)}
+  dyna, plain = by["roboscape_r_dyna push_cube seed 0"], by["roboscape_r push_cube seed 0"]
+  assert dyna.kind == "dyna" and dyna.units == c.policy.ppo.updates and dyna.key != plain.key
+  rc = reproduce_lib.run_config(c, p, "roboscape_r_dyna", "push_cube", 0)
+  assert rc.stages == "bc,dyna" and (rc.env, rc.reward) == ("world_model", "endogenous")
+  assert reproduce_lib.run_config(c, p, "roboscape_r", "push_cube", 0).stages == "bc,ppo"
+  d = c.policy.dyna
+  assert reproduce_lib.budgets(c)["roboscape_r_dyna"].startswith(f"{d.episodes * (d.rounds - 1)} real episodes")

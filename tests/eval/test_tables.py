@@ -103,3 +103,16 @@ def test_bad_rows_are_named():
     T.build([T.RunResult("bc", "push_cube", 0, "id", 1.5)])
   with pytest.raises(ValueError, match="no results"):
     T.build([])
+
+
+def test_dyna_is_shown_but_not_a_baseline_and_budgets_are_stated():
+  g = _grid(2)
+  g.update({("roboscape_r_dyna", t, s, sp): 0.5 for t, s, sp in itertools.product(TASKS, SEEDS, SPLITS)})
+  table = T.build(_rows(g), budgets={"roboscape_r_dyna": "128 real episodes, no reward", "ppo_sim": "x steps",
+                                     "absent": "never shown"})
+  assert table.methods[-1] == "roboscape_r_dyna" and table.baselines == ["bc", "ppo_sim", "ppo_wm_learned"]
+  base = np.mean([table.ood[(b, T.ALL_TASKS)] for b in table.baselines])
+  assert table.improvement[(T.ALL_TASKS, T.BASELINES_MEAN)] == pytest.approx(
+      T.relative_improvement(table.ood[("roboscape_r", T.ALL_TASKS)], base))
+  md = T.markdown(table)
+  assert "roboscape_r_dyna: 128 real episodes, no reward" in md and "never shown" not in md
