@@ -39,7 +39,7 @@ import time
 
 from absl import flags
 
-from experiments.common import usage_errors, run
+from experiments.common import run, usage_errors
 
 BENCHES = ("sim", "data", "world_model", "imagination", "scaling")
 _ONLY = flags.DEFINE_string("only", ",".join(BENCHES), f"Comma list of entries to run: {', '.join(BENCHES)}.")
@@ -229,12 +229,12 @@ def bench_world_model(preset: str, envs: int, output: str = "") -> dict:
   from experiments.configs import world_model as wm_configs
   from rsr.world_model import dynamics as dyn
   from rsr.world_model import dynamics_train, generate
-  from rsr.world_model.tokenizer import TokenizerConfig
+  from rsr.stages import tokenizer as stage_tokenizer
 
   c = wm_configs.get_config(preset)
   if output:
     c.dynamics.output = output
-  tcfg = TokenizerConfig(channels=tuple(c.tokenizer.channels), levels=tuple(c.tokenizer.levels))
+  tcfg = stage_tokenizer.tokenizer_config(c)
   # The paper-sized presets (paper, gpu, tpu_pod) model the paper's data: 128x128 front + wrist views.
   paper_like = wm_configs.model_preset(preset) == "paper"
   side, views = (128 // tcfg.downsample, 2) if paper_like else (64 // tcfg.downsample, 1)
@@ -394,12 +394,12 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
   from rsr.agents import ppo
   from rsr.agents.networks import ActorCritic, init_params
   from rsr.envs import wrappers
+  from rsr.imagination import env as wm_env
   from rsr.rewards import distance
   from rsr.stages import policy_config
   from rsr.train import fused
   from rsr.world_model import dynamics as dyn
   from rsr.world_model import dynamics_train, generate
-  from rsr.world_model import env as wm_env
   from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig
 
   wc, pc = wm_configs.get_config("cpu"), policy_configs.get_config("cpu")

@@ -188,7 +188,7 @@ def run_and_report(config, workdir: str) -> dict:
   """Runs (or resumes) the chain, then prints the table, the wall time, the peak memory and every output."""
   from absl import logging
 
-  from rsr.eval import reproduce
+  from rsr.stages import reproduce
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
   t0 = time.time()
@@ -197,7 +197,7 @@ def run_and_report(config, workdir: str) -> dict:
   p, files = out["plan"], out["files"]
   with open(files["markdown"]) as f:
     print("\n" + f.read())
-  if "world_model" in files:  # what the world model could do, per held-out split (rsr/eval/diagnostics.py)
+  if "world_model" in files:  # what the world model could do, per held-out split (rsr/stages/diagnostics.py)
     with open(files["world_model"]) as f:
       print(f.read())
   # ru_maxrss is in KiB on Linux: the peak resident memory of this process (every stage runs in it).

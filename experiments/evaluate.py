@@ -63,7 +63,7 @@ def main(argv):
   else:
     if _NOISE.value:
       raise ValueError("--noise applies to the expert only (a checkpoint is evaluated with its mean action)")
-    from rsr.eval import trained as trained_lib
+    from rsr.stages import trained as trained_lib
     trained = trained_lib.load(_POLICY.value)
     spec, about = ev.trained_spec(trained), trained.describe()
     default_tasks = [trained.task] if trained.task else list(TASK_NAMES)

@@ -52,8 +52,7 @@ def contact_sheet(ds, splits: list[str], per_split: int, seed: int):
 def main(argv):
   del argv
   from data_pipelines import dataset as dataset_lib
-  from rsr.utils import checks
-  from rsr.utils import media
+  from rsr.utils import checks, media
 
   if _EPISODES.value <= 0:
     raise ValueError(f"--episodes must be positive, got {_EPISODES.value}")

@@ -2,7 +2,7 @@ r"""Reproduces the paper's comparison: in-domain vs out-of-domain success of Rob
 
     python -m experiments.reproduce --config=experiments/configs/reproduce.py:cpu --workdir=runs/reproduce
 
-The whole chain for the grid methods x tasks x seeds (rsr/eval/reproduce.py): collect -> world model ->
+The whole chain for the grid methods x tasks x seeds (rsr/stages/reproduce.py): collect -> world model ->
 one behaviour-cloning initialisation per seed -> PPO for `ppo_sim`, `ppo_wm_learned` and `roboscape_r`
 (same BC weights, same number of updates) -> evaluation of every method (`bc` included) in the real
 simulator on `id` and the OOD splits -> WORKDIR/tables/ (results.md, results.csv, improvement.csv,

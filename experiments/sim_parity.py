@@ -34,9 +34,9 @@ def main(argv):
 
   from experiments.common import usage_errors
   from rsr import envs
+  from rsr.envs import rollout
   from rsr.envs.tabletop import parity
   from rsr.envs.tabletop import scenes as scenes_lib
-  from rsr.envs import rollout
   from rsr.utils import media
 
   with usage_errors():

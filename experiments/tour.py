@@ -50,8 +50,8 @@ def run_task(task: str, c, splits) -> dict:
   import jax.numpy as jnp
 
   from rsr import envs
-  from rsr.envs.tabletop import scenes as scenes_lib
   from rsr.envs import rollout as rollout_lib
+  from rsr.envs.tabletop import scenes as scenes_lib
 
   env = envs.make(task, height=c.image_size, width=c.image_size, cameras=tuple(c.cameras))
   per = c.episodes_per_split

@@ -83,15 +83,15 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   w.goal = "model"  # WM_goal's imagined goal; "real": the episode's real frame of first success
   w.max_starts = 512
   # "first": starts are episodes' first frames; "any": context windows anywhere before an episode's first
-  # success, so imagined episodes also begin mid-task (rsr/world_model/env.py start_bank).
+  # success, so imagined episodes also begin mid-task (rsr/imagination/env.py start_bank).
   w.starts = "first"
   # "decoded": imagined frames as the tokenizer decodes them (the paper's); "anchored": drawn against the
-  # start's real last frame, so the static scene keeps its real pixels (rsr/world_model/env.py).
+  # start's real last frame, so the static scene keeps its real pixels (rsr/imagination/env.py).
   w.render = "decoded"
   # "first": each environment restarts from the start it first drew (Brax's auto-reset; a world-model
   # reset observes C frames and decodes the goal, as costly as several steps); "fresh": a new bank draw.
   w.reset = "first"
-  # The exploit guard (rsr/world_model/env.py; 0: off): an imagined episode whose summed surprise (nats)
+  # The exploit guard (rsr/imagination/env.py; 0: off): an imagined episode whose summed surprise (nats)
   # passes it earns no done bonus from there and ends.
   w.max_surprise = 0.0
   # Environments imagined at once on one device (0: the whole batch; -1, auto: 8 on a CPU, where chunks of 8

@@ -1,6 +1,6 @@
 """Reproduce presets: `--config=experiments/configs/reproduce.py:PRESET` with PRESET in tiny, cpu, paper.
 
-The paper's comparison end to end (rsr/eval/reproduce.py): collect -> world model -> one behaviour-cloning
+The paper's comparison end to end (rsr/stages/reproduce.py): collect -> world model -> one behaviour-cloning
 initialisation per seed -> PPO per method x task x seed, all with the same budget of updates -> evaluation
 in the simulator on `id` and the OOD splits -> DIR/tables/.
 
@@ -33,7 +33,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.preset = preset
   stages_preset, preset = preset, world_model_configs.model_preset(preset)
-  # A comma list (rsr/eval/reproduce.py METHODS): the paper's four; add roboscape_r_dyna for the Dyna loop
+  # A comma list (rsr/stages/reproduce.py METHODS): the paper's four; add roboscape_r_dyna for the Dyna loop
   # (the policy's dyna.* fields; its real episodes are stated in the table).
   c.methods = "bc,ppo_sim,ppo_wm_learned,roboscape_r"
   c.tasks = {"tiny": "push_cube", "cpu": "all", "paper": "all"}[preset]  # 'all' or a comma list

@@ -1,1 +1,2 @@
-"""Evaluation: jitted rollouts in the real simulator, success statistics, media."""
+"""Evaluation: jitted rollouts in the real simulator, success statistics, tables, the exploitation gap.
+Evaluating a trained run (trained.py) and the whole grid (reproduce.py) are stages: rsr/stages."""

@@ -1,7 +1,7 @@
 """Success rates of a policy in the real simulator, per task and split, with 95% confidence intervals.
 
 A policy is a `PolicySpec`: the scripted expert (`expert_spec`) or a trained checkpoint (`trained_spec` of
-rsr.eval.trained.load(workdir)). Episodes run in fixed-size batches through one compiled rollout per task
+rsr.stages.trained.load(workdir)). Episodes run in fixed-size batches through one compiled rollout per task
 (every split and every set of weights reuses it: scenes and params are data). Scenes and episode randomness
 derive from (seed, task, split, batch size), so a result is reproducible, and every policy evaluated with
 the same seed meets the same scenes.
@@ -43,7 +43,7 @@ def expert_spec(noise: float = 0.0) -> PolicySpec:
 
 
 def trained_spec(trained) -> PolicySpec:
-  """A rsr.eval.trained.TrainedPolicy: its mean action on front-camera frames of its training size."""
+  """A rsr.stages.trained.TrainedPolicy: its mean action on front-camera frames of its training size."""
   h, w = trained.image_size
   return PolicySpec(name=trained.workdir, make=lambda env, p: trained.make_policy(p), params=trained.params,
                     env={"height": h, "width": w, "cameras": ("front",)})

@@ -27,7 +27,7 @@ import optax
 
 from rsr.train.optim import adamw_cosine
 from rsr.train.state import TrainState
-from rsr.utils import checks
+from rsr.utils import checks, configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +135,4 @@ def check(config) -> None:
 
 
 def head_config(config, vocab: int, tokens_per_frame: int) -> RewardHeadConfig:
-  s = settings(config)
-  return RewardHeadConfig(vocab=int(vocab), tokens_per_frame=int(tokens_per_frame), d_model=s["d_model"],
-                          hidden=s["hidden"]).validate()
+  return configs.typed(RewardHeadConfig, settings(config), vocab=int(vocab), tokens_per_frame=int(tokens_per_frame))

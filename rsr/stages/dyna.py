@@ -50,12 +50,10 @@ from rsr.stages import ppo as stage_ppo
 from rsr.stages import tokenizer as stage_tokenizer
 from rsr.stages import world_model as wm_stages
 from rsr.train import loop, sharding
-from rsr.train.checkpoint import Checkpointer
 from rsr.utils import media
 from rsr.world_model import dynamics as dyn
 from rsr.world_model import dynamics_train, generate
 from rsr.world_model import evaluate as wm_eval
-from rsr.world_model.tokenizer import Tokenizer
 
 
 def round_config(config, r: int) -> ml_collections.ConfigDict:
@@ -93,11 +91,7 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
   mesh = sharding.make_mesh()
   chunk = policy_config.imagined_chunk(config.wm_env.chunk, mesh.devices.size, jax.default_backend())
   base = environments.world_model_parts(config, ds, progress, chunk=chunk)
-  wdir = os.path.abspath(config.world_model_dir)
-  wcfg = policy_config.world_model_config(wdir)
-  tok_ds = wm_stages.tokenize_stage(wcfg, wdir, ds, progress=progress)
-  tok_model, tok_params, _ = wm_stages.load_tokenizer(wcfg, wdir, ds)
-  decode = jax.jit(lambda c: tok_model.apply(tok_params, c, method=Tokenizer.decode))
+  wcfg, tok_ds = base.config, base.tokens
   model = ActorCritic(policy_config.agent_config(config))
   dyn_model = dyn.Dynamics(dynamics_train.dynamics_config(wcfg, vocab_size(wcfg), tok_ds.tokens_per_frame, "action"))
 
@@ -124,7 +118,7 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
       break
     episodes = collect(config, ds, model.apply, params, base.encode_video, r, os.path.join(rdir, "episodes.npz"))
     if "own_rollouts" not in summary:
-      summary["own_rollouts"] = own_rollouts(wcfg, dyn_model, dyn_params, decode, episodes,
+      summary["own_rollouts"] = own_rollouts(wcfg, dyn_model, dyn_params, base.decode, episodes,
                                              TASKS[config.task].task_id)
     collected += split_episodes(episodes, config.task)
     union = tokenized.with_episodes(tok_ds, "train", collected * config.dyna.repeat, _union_tag(r))
@@ -159,17 +153,6 @@ def _finish_round(path: str, summary: dict) -> None:
     media.write_json(path, summary)
 
 
-def sampling_policy(apply_fn, params) -> rollout_lib.Policy:
-  """The agent's sampled action (the Gaussian PPO trains), clipped: the policy's own visitation."""
-
-  def act(carry, state, key):
-    obs = {"rgb": state.obs["rgb"][None], "task": state.obs["task"][None]}
-    mean, log_std, _ = apply_fn(params, obs)
-    return carry, jnp.clip(mean[0] + jnp.exp(log_std[0]) * jax.random.normal(key, mean[0].shape), -1.0, 1.0)
-
-  return rollout_lib.Policy(init=lambda: jnp.zeros(()), act=act)
-
-
 def collect(config, ds, apply_fn, params, encode_video, r: int, path: str) -> dict[str, np.ndarray]:
   """Round r's real episodes of the policy `params` (dyna.episodes, id scenes; read back if `path` exists):
   {frames uint8[K, T + 1, H, W, 3], tokens i32[K, T + 1, N], action f32[K, T, A], success bool[K, T + 1],
@@ -180,8 +163,9 @@ def collect(config, ds, apply_fn, params, encode_video, r: int, path: str) -> di
   env = registry.make(config.task, height=ds.spec.height, width=ds.spec.width)
   key = rollout_lib.stream_key(config.seed, "dyna", f"round{r}")
   scenes = scenes_lib.sample_batch(jax.random.fold_in(key, 1), "id", config.dyna.episodes)
-  ep = jax.jit(lambda p, k, s: rollout_lib.rollout(env, sampling_policy(apply_fn, p), k, s, env.horizon,
-                                                   record=True, trajectory=True))(params, key, scenes)
+  sampled = lambda p: stage_ppo.agent_policy(apply_fn, p, False, sample=True)  # noqa: E731
+  ep = jax.jit(lambda p, k, s: rollout_lib.rollout(env, sampled(p), k, s, env.horizon, record=True,
+                                                   trajectory=True))(params, key, scenes)
   frames = np.asarray(ep.frames["rgb"]).swapaxes(0, 1)
   out = {"frames": frames, "tokens": encode_video(frames).astype(np.int32),
          "action": np.asarray(ep.trajectory.action).swapaxes(0, 1),
@@ -278,19 +262,12 @@ def vocab_size(wcfg) -> int:
 def load_dynamics_round(config, workdir: str, r: int, tok_ds: tokenized.TokenDataset):
   """The dynamics parameters fine-tuned after round r (what round r + 1 trained in); tok_ds: the world
   model's own token dataset."""
-  wcfg = policy_config.world_model_config(os.path.abspath(config.world_model_dir))
+  wdir = os.path.abspath(config.world_model_dir)
+  wcfg = policy_config.world_model_config(wdir)
   mcfg = dynamics_train.dynamics_config(wcfg, vocab_size(wcfg), tok_ds.tokens_per_frame, "action")
-  model = dyn.Dynamics(mcfg)
   directory = os.path.join(round_dir(workdir, r), "world_model", "checkpoints", "dynamics")
   compat = _finetune_compat(config, wcfg, mcfg, f"{tok_ds.meta['fingerprint']}+{_union_tag(r)}", r)
-  ckpt = Checkpointer(directory, compat=compat)
-  try:
-    if ckpt.latest_step() is None:
-      raise ValueError(f"no fine-tuned dynamics checkpoint in {directory}")
-    state, _ = ckpt.restore(dynamics_train.init_state(model, wm_stages.train_config(wcfg), jax.random.PRNGKey(0)))
-  finally:
-    ckpt.close()
-  return state.params
+  return wm_stages.load_dynamics(wcfg, wdir, tok_ds, vocab_size(wcfg), directory=directory, compat=compat)[1]
 
 
 def load_params(config, workdir: str, hw: tuple[int, int]) -> tuple[Any, int, int]:

@@ -12,12 +12,14 @@ import numpy as np
 
 from rsr.envs import registry, wrappers
 from rsr.envs.tabletop.tasks import TASKS
+from rsr.imagination import env as wm_env
 from rsr.stages import policy_config
 from rsr.stages import reward as stage_reward
 from rsr.stages import tokenizer as stage_tokenizer
 from rsr.stages import world_model as wm_stages
-from rsr.world_model import env as wm_env
+from rsr.utils import configs
 from rsr.world_model import generate
+from rsr.world_model.tokenizer import Tokenizer
 
 
 def world_model_env(config, ds, progress: bool = True, chunk: int | None = None):
@@ -47,6 +49,9 @@ class WorldModelParts:
   params: Any  # WMParams
   bank: Any  # the config's StartBank
   encode_video: Callable[[np.ndarray], np.ndarray]  # uint8[K, T, H, W, 3] -> tokens i32[K, T, N]
+  decode: Callable[[Any], Any]  # codes i32[..., N] -> frames f32[..., H, W, 3] in [0, 1]
+  tokens: Any  # the world model's own TokenDataset (data_pipelines.tokenized)
+  config: Any  # the world model's run config (world_model_dir/config.json)
 
 
 def world_model_parts(config, ds, progress: bool = True, chunk: int | None = None) -> WorldModelParts:
@@ -68,20 +73,18 @@ def world_model_parts(config, ds, progress: bool = True, chunk: int | None = Non
     run = jax.jit(lambda f, t: generate.goal_rollout(goal_model, goal_params, f, t, jax.random.PRNGKey(config.seed),
                                                      wcfg.dynamics_train.goal_max_steps, w.done_threshold, gen)[0])
     goal_fn = lambda f, t: run(f, t)  # noqa: E731
-  render = w.render
   bank = wm_env.start_bank(tok_ds, w.split, w.context, TASKS[config.task].task_id, w.goal, goal_fn, w.max_starts,
-                           starts=w.starts, ds=ds if render == "anchored" else None,
+                           starts=w.starts, ds=ds if w.render == "anchored" else None,
                            seed=config.seed)
   parts = wm_env.WMParts(dynamics=dyn_model, tokenizer=tok_model, views=len(ds.frame_keys), reward_head=head)
   params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params, reward_head=head_params)
-  ecfg = wm_env.WMEnvConfig(horizon=w.horizon, done_threshold=w.done_threshold, max_surprise=w.max_surprise,
-                            reward=policy_config.reward_config(config),
-                            generate=gen, render=render,
-                            chunk=policy_config.imagined_chunk(w.chunk, 1, jax.default_backend()) if chunk is None
-                            else chunk)
+  chunk = policy_config.imagined_chunk(w.chunk, 1, jax.default_backend()) if chunk is None else chunk
+  ecfg = configs.typed(wm_env.WMEnvConfig, w, reward=policy_config.reward_config(config), generate=gen, chunk=chunk)
 
   return WorldModelParts(make=lambda p, b: wm_env.WorldModelEnv(parts, p, b, ecfg), params=params, bank=bank,
-                         encode_video=wm_stages.video_encoder(wcfg, tok_model, tok_params))
+                         encode_video=wm_stages.video_encoder(wcfg, tok_model, tok_params),
+                         decode=jax.jit(lambda c: tok_model.apply(tok_params, c, method=Tokenizer.decode)),
+                         tokens=tok_ds, config=wcfg)
 
 
 def sim_env(config, ds):

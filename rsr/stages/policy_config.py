@@ -27,24 +27,16 @@ REWARDS = ("endogenous", "learned", "handcrafted")
 
 
 def agent_config(config) -> AgentConfig:
-  a = config.agent
-  return AgentConfig(channels=tuple(a.channels), hidden=a.hidden, use_goal=a.use_goal,
-                     init_log_std=a.init_log_std)
+  return configs_lib.typed(AgentConfig, config.agent)
 
 
 def reward_config(config) -> RewardConfig:
-  r = config.rewards
-  return RewardConfig(kind=config.reward, distance=r.distance, lpips_weights=r.lpips_weights,
-                      align=r.align, w_align=r.w_align, w_done=r.w_done, tau=r.tau).validate()
+  return configs_lib.typed(RewardConfig, config.rewards, kind=config.reward)
 
 
 def ppo_config(config) -> fused.FusedConfig:
-  p = config.ppo
-  pc = ppo_lib.PPOConfig(gamma=p.gamma, lam=p.lam, clip_eps=p.clip_eps, vf_coef=p.vf_coef, ent_coef=p.ent_coef,
-                     epochs=p.epochs, minibatches=p.minibatches, lr=p.lr, max_grad_norm=p.max_grad_norm,
-                     microbatch=p.microbatch)
-  return fused.FusedConfig(num_envs=p.num_envs, rollout_len=p.rollout_len, updates_per_call=p.updates_per_call,
-                           reward_scaling=p.reward_scaling, use_goal=config.agent.use_goal, ppo=pc).validate()
+  return configs_lib.typed(fused.FusedConfig, config.ppo, use_goal=config.agent.use_goal,
+                           ppo=configs_lib.typed(ppo_lib.PPOConfig, config.ppo))
 
 
 def world_model_config(world_model_dir: str) -> ml_collections.ConfigDict:
@@ -85,7 +77,7 @@ def bc_episodes(config, ds, split: str) -> np.ndarray:
 
 
 # Policy-config fields (by section) that change how the work is computed, not what it computes: a
-# checkpoint or a finished run stays valid when they change (ppo_compat, rsr.eval.reproduce).
+# checkpoint or a finished run stays valid when they change (ppo_compat, rsr.stages.reproduce).
 SPEED_FIELDS = {"ppo": ("microbatch",), "wm_env": ("chunk",)}
 
 

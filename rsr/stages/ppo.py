@@ -31,16 +31,17 @@ from rsr.train.checkpoint import Checkpointer
 from rsr.utils import media
 
 
-def mean_policy(apply_fn, params, use_goal: bool) -> rollout_lib.Policy:
-  """The agent's mean action, clipped, for rsr.envs.rollout (one environment at a time)."""
+def agent_policy(apply_fn, params, use_goal: bool, sample: bool = False) -> rollout_lib.Policy:
+  """The agent as a rsr.envs.rollout Policy (one environment at a time), its action clipped: the mean
+  (evaluation), or sampled from the Gaussian PPO trains (the policy's own visitation, the Dyna loop's data)."""
 
   def act(carry, state, key):
-    del key
     obs = {"rgb": state.obs["rgb"][None], "task": state.obs["task"][None]}
     if use_goal:  # the simulator has no goal image: the BC convention (zeros)
       obs["goal"] = state.obs["goal"][None] if "goal" in state.obs else jnp.zeros_like(obs["rgb"])
-    mean, _, _ = apply_fn(params, obs)
-    return carry, jnp.clip(mean[0], -1.0, 1.0)
+    mean, log_std, _ = apply_fn(params, obs)
+    action = mean[0] + jnp.exp(log_std[0]) * jax.random.normal(key, mean[0].shape) if sample else mean[0]
+    return carry, jnp.clip(action, -1.0, 1.0)
 
   return rollout_lib.Policy(init=lambda: jnp.zeros(()), act=act)
 
@@ -50,7 +51,7 @@ def sim_evaluator(config, ds, apply_fn):
   env = registry.make(config.task, height=ds.spec.height, width=ds.spec.width)
 
   def policy(params):
-    return mean_policy(apply_fn, params, config.agent.use_goal)
+    return agent_policy(apply_fn, params, config.agent.use_goal)
 
   @jax.jit
   def run(params, key, scenes):
@@ -149,7 +150,7 @@ def exploitation_report(config, ds, wm: environments.WorldModelParts, apply_fn, 
                                       config.eval.gap_starts, config.wm_env.context)
   imagined = wm.make(wm.params, starts.bank)
   key = jax.random.PRNGKey(config.seed + 401)
-  return {name: exploitation.gap(env, imagined, mean_policy(apply_fn, p, config.agent.use_goal), starts, key,
+  return {name: exploitation.gap(env, imagined, agent_policy(apply_fn, p, config.agent.use_goal), starts, key,
                                  config.wm_env.horizon) for name, p in named_params.items()}
 
 
@@ -213,7 +214,7 @@ def _imagined_video(config, workdir: str, make_env, env_params, apply_fn, params
   while isinstance(env, wrappers.Wrapper):  # the single world-model env under the batch wrappers
     env = env.env
   n = config.eval.videos
-  run = jax.jit(lambda p, k: rollout_lib.rollout(env, mean_policy(apply_fn, p, config.agent.use_goal), k,
+  run = jax.jit(lambda p, k: rollout_lib.rollout(env, agent_policy(apply_fn, p, config.agent.use_goal), k,
                                                  jnp.full((n,), -1, jnp.int32), env.horizon, trajectory=True))
   ep = run(params, jax.random.PRNGKey(config.seed + 300))
   rgb = np.asarray(ep.trajectory.obs["rgb"])  # [T + 1, n, H, W, 3]

@@ -19,16 +19,14 @@ import numpy as np
 from data_pipelines import rlds
 from data_pipelines.loader import WindowConfig, WindowLoader
 from rsr.train import loop, sharding
-from rsr.utils import checks, media
+from rsr.utils import checks, configs, media
 from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig
 from rsr.world_model.tokenizer_train import TokenizerTrainConfig, init_state, make_eval, make_train_step, perplexity
 
 
 def tokenizer_config(config) -> TokenizerConfig:
   """The TokenizerConfig of a world_model.py config."""
-  return TokenizerConfig(channels=tuple(config.tokenizer.channels), res_blocks=int(config.tokenizer.res_blocks),
-                         levels=tuple(config.tokenizer.levels),
-                         norm=config.tokenizer.norm).validate()
+  return configs.typed(TokenizerConfig, config.tokenizer)
 
 
 def check(config, spec) -> None:
@@ -87,9 +85,7 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
   Returns the final held-out metrics.
   """
   tcfg = tokenizer_config(config)
-  t = config.tokenizer_train
-  trn = TokenizerTrainConfig(batch_size=t.batch_size, steps=t.steps, lr=t.lr, warmup=t.warmup,
-                             weight_decay=t.weight_decay, grad_clip=t.grad_clip)
+  trn = configs.typed(TokenizerTrainConfig, config.tokenizer_train)
   check(config, ds.spec)
   h, w = ds.spec.height, ds.spec.width
   cameras = tuple(rlds.camera_key(c) for c in ds.spec.cameras)

@@ -27,7 +27,7 @@ from rsr.rewards import learned
 from rsr.stages import tokenizer as stage_tokenizer
 from rsr.train import loop, sharding
 from rsr.train.checkpoint import Checkpointer
-from rsr.utils import checks, media
+from rsr.utils import checks, configs, media
 from rsr.world_model import dynamics as dyn
 from rsr.world_model import dynamics_train, generate, tokenizer_train
 from rsr.world_model import evaluate as wm_eval
@@ -81,8 +81,7 @@ def load_tokenizer(config, workdir: str, ds) -> tuple[Tokenizer, dict, str]:
   if not os.path.isdir(directory):
     raise ValueError(f"no tokenizer checkpoint in {directory}: run the 'tokenizer' stage first")
   model = Tokenizer(tcfg)
-  t = config.tokenizer_train
-  trn = tokenizer_train.TokenizerTrainConfig(batch_size=t.batch_size, steps=t.steps, lr=t.lr, warmup=t.warmup)
+  trn = configs.typed(tokenizer_train.TokenizerTrainConfig, config.tokenizer_train)
   target = tokenizer_train.init_state(model, trn, jax.random.PRNGKey(0), (ds.spec.height, ds.spec.width))
   ckpt = Checkpointer(directory, compat=stage_tokenizer.checkpoint_compat(config, ds))
   step = ckpt.latest_step()
@@ -323,12 +322,7 @@ def probe_report(config, workdir: str, ds, tok_ds, model: dyn.Dynamics, params, 
 
 
 def train_config(config) -> dynamics_train.DynamicsTrainConfig:
-  d = config.dynamics_train
-  return dynamics_train.DynamicsTrainConfig(
-      batch_size=d.batch_size, steps=d.steps, lr=d.lr, warmup=d.warmup, weight_decay=d.weight_decay,
-      grad_clip=d.grad_clip, done_weight=d.done_weight, mask_schedule=d.mask_schedule,
-      mask_min=d.mask_min, context_noise=d.context_noise,
-      action_dropout=d.action_dropout, changed_weight=d.changed_weight).validate()
+  return configs.typed(dynamics_train.DynamicsTrainConfig, config.dynamics_train)
 
 
 def dynamics_compat(config, mcfg: dyn.DynamicsConfig, tokens: str, stage: str) -> dict:
@@ -342,19 +336,24 @@ def dynamics_compat(config, mcfg: dyn.DynamicsConfig, tokens: str, stage: str) -
           "tokens": tokens}
 
 
-def load_dynamics(config, workdir: str, tok_ds, vocab: int, stage: str = "dynamics") -> tuple[dyn.Dynamics, dict]:
+def load_dynamics(config, workdir: str, tok_ds, vocab: int, stage: str = "dynamics", directory: str | None = None,
+                  compat: dict | None = None) -> tuple[dyn.Dynamics, dict]:
   """The trained WM_act (stage "dynamics") or WM_goal ("goal"): (model, params) of the latest checkpoint;
-  a ValueError when there is none or it does not match the config and tokens."""
+  a ValueError when there is none or it does not match the config and tokens. directory / compat: another
+  run of the same network (WORKDIR/checkpoints/STAGE and dynamics_compat by default; the Dyna loop's
+  fine-tuned rounds give theirs)."""
   conditioning = "action" if stage == "dynamics" else "task"
   mcfg = dynamics_train.dynamics_config(config, vocab, tok_ds.tokens_per_frame, conditioning)
   model = dyn.Dynamics(mcfg)
-  directory = os.path.join(workdir, "checkpoints", stage)
+  directory = directory or os.path.join(workdir, "checkpoints", stage)
+  missing = f"no {stage} checkpoint in {directory}: run the {stage!r} stage first"
   if not os.path.isdir(directory):
-    raise ValueError(f"no {stage} checkpoint in {directory}: run the world model's {stage!r} stage first")
-  ckpt = Checkpointer(directory, compat=dynamics_compat(config, mcfg, tok_ds.meta["fingerprint"], stage))
+    raise ValueError(missing)
+  compat = dynamics_compat(config, mcfg, tok_ds.meta["fingerprint"], stage) if compat is None else compat
+  ckpt = Checkpointer(directory, compat=compat)
   try:
     if ckpt.latest_step() is None:
-      raise ValueError(f"no {stage} checkpoint in {directory}: run the world model's {stage!r} stage first")
+      raise ValueError(missing)
     target = dynamics_train.init_state(model, train_config(config), jax.random.PRNGKey(0))
     state, _ = ckpt.restore(target)
   finally:

@@ -1,12 +1,38 @@
-"""Configs stored beside earlier outputs: reading one back (`read`, migrated to the current fields) and
-comparing it with the current config (datasets, checkpoints)."""
+"""Configs: the one converter from a preset's section to the library's typed config (`typed`), and configs
+stored beside earlier outputs: reading one back (`read`, migrated to the current fields) and comparing it
+with the current config (datasets, checkpoints)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import ml_collections
+
+T = TypeVar("T")
+
+
+def typed(cls: type[T], section: Mapping[str, Any], **given: Any) -> T:
+  """The frozen dataclass `cls` from a config section: each field from `given` (what the section does not
+  hold: a trained tokenizer's vocabulary, a nested config), else the section's field of the same name (a
+  list becomes a tuple), else the dataclass's default; then its `validate()`, if it has one.
+
+  The one converter between the presets (ml_collections) and the library's typed configs, so a new setting
+  is a preset field and a dataclass field of the same name; a field a stored config lacks takes the
+  dataclass default unless ADDED below says what the old runs did. A `given` name that is no field of `cls`
+  is a ValueError (a typo would otherwise be dropped)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(given) - names)
+  if unknown:
+    raise ValueError(f"{cls.__name__} has no field {', '.join(unknown)}")
+  values = {}
+  for name in names:
+    v = given[name] if name in given else section[name] if name in section else dataclasses.MISSING
+    if v is not dataclasses.MISSING:
+      values[name] = tuple(v) if isinstance(v, list) else v
+  out = cls(**values)
+  return out.validate() if hasattr(out, "validate") else out
 
 
 def plain(config: Mapping[str, Any]) -> dict:

@@ -11,7 +11,6 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image, ImageDraw
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

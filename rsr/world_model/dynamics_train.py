@@ -31,6 +31,7 @@ from flax import struct
 
 from rsr.train import sharding
 from rsr.train.optim import adamw_cosine
+from rsr.utils import configs
 from rsr.world_model import token_head
 from rsr.world_model.dynamics import Dynamics, DynamicsConfig
 
@@ -195,12 +196,6 @@ def lower_sharded_step(model: Dynamics, cfg: DynamicsTrainConfig, mesh, fsdp: bo
 
 
 def dynamics_config(config, vocab: int, tokens_per_frame: int, conditioning: str) -> DynamicsConfig:
-  d = config.dynamics
-  output = d.output
-  levels = tuple(config.tokenizer.levels) if output == "digits" else ()
-  return DynamicsConfig(vocab=vocab, tokens_per_frame=tokens_per_frame, d_model=d.d_model, layers=d.layers,
-                        heads=d.heads, mlp_ratio=d.mlp_ratio, window=d.window,
-                        action_conditioning=d.action_conditioning, action_film=d.action_film,
-                        output=output, levels=levels, conditioning=conditioning,
-                        prev_frame_input=d.prev_frame_input, dtype=d.dtype,
-                        remat=d.remat).validate()
+  levels = tuple(config.tokenizer.levels) if config.dynamics.output == "digits" else ()
+  return configs.typed(DynamicsConfig, config.dynamics, vocab=vocab, tokens_per_frame=tokens_per_frame,
+                       levels=levels, conditioning=conditioning)

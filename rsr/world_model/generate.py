@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rsr.utils import configs
 from rsr.world_model import token_head
 from rsr.world_model.dynamics import Cache, Dynamics, init_cache
 
@@ -43,7 +44,7 @@ class GenerateConfig:
   @classmethod
   def from_config(cls, g) -> "GenerateConfig":
     """From a world-model config's `generate` section."""
-    return cls(steps=g.steps, temperature=g.temperature, order=g.order, copy_bias=g.copy_bias).validate()
+    return configs.typed(cls, g)
 
 
 def fixed_after(step: int, steps: int, n: int) -> int:

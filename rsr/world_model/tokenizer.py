@@ -19,7 +19,6 @@ import jax.numpy as jnp
 
 from rsr.world_model.fsq import FSQ
 
-
 NORMS = ("group", "pixel")
 
 

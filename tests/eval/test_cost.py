@@ -5,7 +5,7 @@ import os
 
 from experiments.configs import reproduce as reproduce_configs
 from rsr.eval import cost
-from rsr.eval import reproduce as reproduce_lib
+from rsr.stages import reproduce as reproduce_lib
 
 
 def test_jobs_cover_the_grid_in_its_units(tmp_path):

@@ -1,10 +1,10 @@
-"""The world model's held-out reports as one table (rsr/eval/diagnostics.py)."""
+"""The world model's held-out reports as one table (rsr/stages/diagnostics.py)."""
 
 from __future__ import annotations
 
 import json
 
-from rsr.eval import diagnostics
+from rsr.stages import diagnostics
 
 
 def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rsr.eval import evaluate as ev
-from rsr.eval import trained
+from rsr.stages import trained
 
 Z = 1.959963984540054  # the two-sided 95% normal quantile
 

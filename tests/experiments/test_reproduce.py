@@ -116,7 +116,7 @@ def test_grid_cost_is_estimated_from_this_machine(reproduced, tiny_dataset, tiny
   seconds per unit, so the same grid in a new directory is estimated whole before it starts."""
   from experiments.configs import reproduce as reproduce_configs
   from rsr.eval import cost
-  from rsr.eval import reproduce as reproduce_lib
+  from rsr.stages import reproduce as reproduce_lib
 
   workdir, stdout = reproduced
   first = [ln for ln in stdout.splitlines() if ln.startswith("reproduce: ") and "sub-runs to run" in ln]
@@ -175,7 +175,7 @@ def test_bad_config_is_named(args, message, tmp_path):
 @pytest.mark.parametrize("preset", ["tiny", "cpu", "paper", "gpu", "tpu_pod"])
 def test_presets_are_valid(preset, tmp_path, monkeypatch):
   from experiments.configs import reproduce as configs
-  from rsr.eval import reproduce
+  from rsr.stages import reproduce
   from rsr.utils import checks
 
   config = configs.get_config(preset)
@@ -191,7 +191,7 @@ def test_presets_are_valid(preset, tmp_path, monkeypatch):
 @pytest.mark.parametrize("preset", ["tiny", "cpu", "paper"])
 def test_quickstart_presets_are_valid(preset, tmp_path):
   from experiments.configs import quickstart as configs
-  from rsr.eval import reproduce
+  from rsr.stages import reproduce
 
   p = reproduce.plan(configs.get_config(preset), str(tmp_path))
   task = "pick_cube" if preset == "cpu" else "push_cube"  # README command 1 runs the task BC learns soonest

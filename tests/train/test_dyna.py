@@ -13,7 +13,7 @@ from jax.experimental.compilation_cache import compilation_cache as cc
 
 from data_pipelines import open_dataset, tokenized
 from experiments.configs import policy as policy_configs
-from rsr.eval import trained as trained_lib
+from rsr.stages import trained as trained_lib
 from rsr.stages import bc as stage_bc
 from rsr.stages import dyna as stage_dyna
 from rsr.stages import policy_config

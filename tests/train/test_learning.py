@@ -26,9 +26,9 @@ from data_pipelines import open_dataset
 from experiments.configs import policy as policy_configs
 from rsr.agents import ppo
 from rsr.agents.networks import ActorCritic, init_params
+from rsr.envs import rollout as rollout_lib
 from rsr.envs import wrappers
 from rsr.envs.tabletop import scenes as scenes_lib
-from rsr.envs import rollout as rollout_lib
 from rsr.eval.stats import wilson_interval
 from rsr.stages import bc as stage_bc
 from rsr.stages import environments, policy_config
@@ -128,7 +128,7 @@ def test_ppo_raises_endogenous_return_in_world_model(wm_setup):
 
   @jax.jit
   def evaluate(p):
-    ep = rollout_lib.rollout(env, stage_ppo.mean_policy(model.apply, p, acfg.use_goal), jax.random.PRNGKey(5),
+    ep = rollout_lib.rollout(env, stage_ppo.agent_policy(model.apply, p, acfg.use_goal), jax.random.PRNGKey(5),
                              jnp.full((episodes,), -1, jnp.int32), horizon)
     return {"return": ep.ret.mean(), "success": ep.success.mean(), "length": ep.length.mean()}
 

@@ -1,9 +1,12 @@
-"""The one migration of stored configs (rsr/utils/configs.py): old runs read with their old behaviour."""
+"""rsr/utils/configs.py: the one converter from a preset section to a typed config, and the one migration of
+stored configs (old runs read with their old behaviour)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import ml_collections
 import pytest
 
 from experiments.configs import policy as policy_configs
@@ -61,3 +64,27 @@ def test_an_old_config_reads_back_with_old_values_and_a_new_one_unchanged(kind, 
 def test_unknown_kind_is_named():
   with pytest.raises(ValueError, match="unknown config kind 'reward'; valid: world_model, policy"):
     configs.migrate({}, "reward")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+  size: int
+  channels: tuple[int, ...] = (1,)
+  kind: str = "a"
+
+  def validate(self) -> "_Example":
+    if self.size < 0:
+      raise ValueError(f"size must be >= 0, got {self.size}")
+    return self
+
+
+def test_typed_takes_given_then_section_then_default_and_validates():
+  section = ml_collections.ConfigDict({"channels": [2, 3], "size": 9, "unrelated": "ignored"})
+  assert configs.typed(_Example, section, size=4) == _Example(size=4, channels=(2, 3), kind="a")
+  assert configs.typed(_Example, {"size": 1}).channels == (1,)
+  with pytest.raises(ValueError, match="size must be >= 0, got -1"):
+    configs.typed(_Example, {"size": -1})
+  with pytest.raises(ValueError, match="_Example has no field sise"):
+    configs.typed(_Example, {}, sise=1)
+  with pytest.raises(TypeError):  # a field with no default that neither gives
+    configs.typed(_Example, {})

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 from rsr.envs.tabletop import mjcf
 from rsr.envs.tabletop.tasks import base
 
-
 CONTAINER_OUTER_HALF = mjcf.CONTAINER_HALF + 2 * mjcf.CONTAINER_WALL
 
 

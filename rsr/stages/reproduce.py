@@ -14,7 +14,7 @@ Every sub-run is a normal workdir of its own binary (re-running that binary on i
     WORKDIR/eval/METHOD/TASK/seed_S/         results.json (as `experiments.evaluate --out`), videos/*.gif
     WORKDIR/tables/                          results.md, results.csv, improvement.csv, results.tex,
                                              results.png, runs.json (rsr/eval/tables.py); world_model.md
-                                             (the world model's held-out reports, rsr/eval/diagnostics.py)
+                                             (the world model's held-out reports, rsr/stages/diagnostics.py)
 
 Methods (METHODS), all from the same BC weights of a seed and with the same budget of PPO updates
 (config.policy.ppo.updates): `bc` (the BC checkpoint itself), `ppo_sim` (PPO in the simulator, handcrafted
@@ -49,16 +49,16 @@ from data_pipelines import open_dataset
 from rsr import stages as stages_lib
 from rsr.envs import SPLITS, TASK_NAMES
 from rsr.envs.tabletop.tasks import TASKS
-from rsr.eval import cost, diagnostics
+from rsr.eval import cost
 from rsr.eval import evaluate as ev
 from rsr.eval import tables as tables_lib
-from rsr.eval import trained as trained_lib
 from rsr.stages import bc as stage_bc
+from rsr.stages import diagnostics, policy_config
 from rsr.stages import dyna as stage_dyna
-from rsr.stages import policy_config
 from rsr.stages import ppo as stage_ppo
 from rsr.stages import reward as stage_reward
 from rsr.stages import tokenizer as stage_tokenizer
+from rsr.stages import trained as trained_lib
 from rsr.stages import world_model as wm_stages
 from rsr.utils import checks, media
 from rsr.utils import configs as configs_lib

@@ -53,7 +53,7 @@ class TrainedPolicy:
     any weights of the same network)."""
 
     model = ActorCritic(policy_config.agent_config(self.config))
-    return stage_ppo.mean_policy(model.apply, params, self.config.agent.use_goal)
+    return stage_ppo.agent_policy(model.apply, params, self.config.agent.use_goal)
 
   def describe(self) -> dict:
     """What a results file records about the evaluated policy."""
