@@ -86,7 +86,7 @@ ADDED: dict[str, dict[str, Any]] = {
         "wm_env.render": "decoded",
         "wm_env.starts": "first",
         "wm_env.chunk": 0,
-        "ppo.microbatch": 0,
+        "ppo.microbatch": 0, "ppo.normalize_advantages": True, "ppo.clip_value": True,
         "eval.gap_starts": 0,
         "rewards.align": "level",
         "wm_env.max_surprise": 0.0,

@@ -11,6 +11,7 @@ import pytest
 
 from experiments.configs import policy as policy_configs
 from experiments.configs import world_model as wm_configs
+from rsr.stages import policy_config
 from rsr.utils import configs
 
 PRESETS = {"world_model": wm_configs, "policy": policy_configs}
@@ -88,3 +89,12 @@ def test_typed_takes_given_then_section_then_default_and_validates():
     configs.typed(_Example, {}, sise=1)
   with pytest.raises(TypeError):  # a field with no default that neither gives
     configs.typed(_Example, {})
+
+
+def test_a_preset_setting_reaches_the_library_config():
+  """A setting is a preset field of the dataclass's name: `ppo.clip_value` needs no converter edit."""
+  c = policy_configs.get_config("tiny")
+  assert policy_config.ppo_config(c).ppo.clip_value is True
+  c.ppo.clip_value, c.ppo.normalize_advantages = False, False
+  got = policy_config.ppo_config(c).ppo
+  assert got.clip_value is False and got.normalize_advantages is False
