@@ -85,7 +85,8 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
   Returns the final held-out metrics.
   """
   tcfg = tokenizer_config(config)
-  trn = configs.typed(TokenizerTrainConfig, config.tokenizer_train)
+  t = config.tokenizer_train
+  trn = configs.typed(TokenizerTrainConfig, t)
   check(config, ds.spec)
   h, w = ds.spec.height, ds.spec.width
   cameras = tuple(rlds.camera_key(c) for c in ds.spec.cameras)
