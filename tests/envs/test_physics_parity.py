@@ -8,11 +8,14 @@ many for each noise level in NOISE_LEVELS, whose Gaussian noise is added to ever
 steps with them (`env.step`, vmapped), and each C twin steps with the same action, mapped to servo
 targets by `action_to_ctrl` from the twin's own joint positions (`rsr/envs/tabletop/parity.py`).
 
-At least MIN_SHARE of a task's episodes must keep every cube within TOL of its twin over all N_STEPS.
-Not all: a cube dropped on an edge goes one way or the other on a hair (C MuJoCo started 0.1 mm apart
+At most MAX_PARTED of a task's episodes may let a cube part from its twin by more than TOL within N_STEPS.
+Not none: a cube dropped on an edge goes one way or the other on a hair (C MuJoCo started 0.1 mm apart
 from itself splits so in a few noisy episodes of a hundred), and a paddle that meets a cube's vertical
 edge head-on pushes it through a box-box contact that MJX resolves with its lower point counted three
-times (docs/decisions.md), which turns the cube the other way in about 1 clean push of 30.
+times (docs/decisions.md), which turns the cube the other way in about 1 clean push of 30. Which episodes
+part moves with the machine's floating point (another CPU parts other episodes), so the bound is binomial:
+at PART_RATE per episode, more than MAX_PARTED parted episodes happen in under 1% of runs, while a real
+loss of fidelity (1 episode in 5 parting) exceeds it in most.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from scipy import stats
 
 from rsr.envs import TASK_NAMES
 from rsr.envs.tabletop import parity
@@ -30,7 +34,8 @@ TOL = 0.01  # m
 MIN_TRAVEL = 0.03  # m: the clean expert must move a cube this far, or the comparison says little
 NOISE_LEVELS = (0.0, 0.1, 0.3)  # the clean expert and the collection presets' noisy levels
 EPISODES_PER_LEVEL = 2 * len(BATCH_SPLITS)
-MIN_SHARE = 0.95
+PART_RATE = 0.05  # push_cube, the worst task, over two machines: 4 of 84 episodes (docs/decisions.md)
+MAX_PARTED = int(stats.binom.isf(0.01, EPISODES_PER_LEVEL * len(NOISE_LEVELS), PART_RATE))
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
@@ -46,7 +51,8 @@ def test_cube_trajectories_match_c_mujoco(task, batched_env):
   clean = noise == 0
   assert np.all(drift.travel[clean] > MIN_TRAVEL), (
       f"{task}: the expert moved no cube far enough: {drift.travel[clean] * 1e3} mm")
-  share = np.mean(worst <= TOL)
-  assert share >= MIN_SHARE, (
-      f"{task}: only {share:.0%} of the expert's episodes keep MJX and C MuJoCo within {TOL * 1e3:.0f} mm "
-      f"over {N_STEPS} steps (need {MIN_SHARE:.0%}; per noise level {per_level}; apart (max mm) {apart})")
+  parted = int(np.sum(worst > TOL))
+  assert parted <= MAX_PARTED, (
+      f"{task}: {parted} of the expert's {worst.size} episodes let MJX and C MuJoCo part by more than "
+      f"{TOL * 1e3:.0f} mm within {N_STEPS} steps (at most {MAX_PARTED}; per noise level {per_level}; "
+      f"apart (max mm) {apart})")
