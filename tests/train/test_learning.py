@@ -130,8 +130,8 @@ def test_ppo_raises_endogenous_return_in_world_model(wm_setup):
   Why the sampled policy and a test of significance rather than the mean action and a fixed margin:
   greedy imagination makes an episode's return a step function of the actions, so the mean action's return
   over a few starts moves in jumps or not at all (on four tiny datasets and world-model seeds it rose by -1.5
-  to +4.3 over 64 starts, with 150 or 300 updates alike), and a fixed margin in success depends on how often the initial
-  policy already reaches done. PPO's objective is smooth in the policy: what it must raise."""
+  to +4.3 over 64 starts, with 150 or 300 updates alike), and a fixed margin in success depends on how often
+  the initial policy already reaches done. PPO's objective is smooth in the policy: what it must raise."""
   c, ds, make_env, env_params, _, env = wm_setup
   acfg = policy_config.agent_config(c)
   model = ActorCritic(acfg)
