@@ -13,7 +13,8 @@ dynamics,reward}.json:
     gain over shuffled actions           dynamics: does it listen to its actions (dB)
     tokens changed per step              share of tokens an imagined step changes, beside the real frames'
                                          (near 0: imagination stands still)
-    gripper / cube error after H steps   the state probe on imagined frames (cm), beside copy-last-frame's
+    gripper / cube error after H steps   the state probe on imagined frames (cm), beside copy-last-frame's;
+                                         how much closer the true actions put the gripper than shuffled ones
     guard AUC                            does the rollout's summed surprise (-log frame confidence) flag the
                                          steps where imagination left the real episode (probe readings > 5 cm
                                          apart), beside the step count alone and within each step
@@ -46,6 +47,8 @@ ROWS = (
      ("probe_gripper_imagined_final", "probe_gripper_copy_final"), "{:.1f} / {:.1f}", None),
     ("cube error, imagined / copy (cm)", "dynamics",
      ("probe_cube_a_imagined_final", "probe_cube_a_copy_final"), "{:.1f} / {:.1f}", None),
+    ("gripper closer than with shuffled actions (cm)", "dynamics", "probe_gripper_gain_over_shuffled_final",
+     "{:+.1f}", "probe_gripper_gain_over_shuffled_ci95_final"),
     ("guard AUC: surprise / step count / within a step", "dynamics",
      ("guard_auc", "guard_auc_horizon", "guard_auc_within"), "{:.2f} / {:.2f} / {:.2f}", None),
     ("done AUC", "dynamics", "done_auc", "{:.3f}", None),

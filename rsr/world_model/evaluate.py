@@ -142,13 +142,21 @@ def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict,
   imagined, _, confidence = run(params, tokens[:, :context], actions, task, key)
   shuffled, _, _ = run(params, tokens[:, :context], jnp.roll(actions, 1, axis=0), task, key)
   last = jnp.broadcast_to(tokens[:, context - 1:context], (b, horizon, n))
-  out, seen = {}, {}
+  out, seen, errs = {}, {}, {}
   for kind, frames_tokens in (("imagined", imagined), ("shuffled", shuffled), ("copy", last),
                               ("real", tokens[:, context:])):
     seen[kind] = read(front(frames_tokens))
-    err = probe_lib.errors_cm(seen[kind], target)
+    errs[kind] = probe_lib.errors_cm(seen[kind], target)
     for obj in ("gripper", "cube_a"):
-      out[f"probe/{obj}_{kind}"] = err[obj].mean(axis=0)
+      out[f"probe/{obj}_{kind}"] = errs[kind][obj].mean(axis=0)
+  # How much closer the true actions bring the imagined object than shuffled actions or standing still, per
+  # window (paired: same windows, same draws), with the 95% half-width of its mean over the windows.
+  for obj in ("gripper", "cube_a"):
+    for ref in ("shuffled", "copy"):
+      gain = errs[ref][obj] - errs["imagined"][obj]  # [B, H] cm
+      out[f"probe/{obj}_gain_over_{ref}"] = gain.mean(axis=0)
+      if b > 1:
+        out[f"probe/{obj}_gain_over_{ref}_ci95"] = 1.96 * gain.std(axis=0, ddof=1) / np.sqrt(b)
   # The exploit guard's test: does the rollout's surprise (summed -log frame confidence, the signal of
   # WMEnvConfig.max_surprise) tell the steps where imagination left the real episode (the probe reads the
   # imagined and the real frame more than DIVERGED_CM apart, gripper or cube) from those where it did not?

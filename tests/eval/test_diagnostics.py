@@ -17,6 +17,8 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
                           "val/tokens_changed": 0.0024, "val/tokens_changed_real": 0.1681,
                           "val/probe_gripper_imagined_final": 14.44, "val/probe_gripper_copy_final": 14.3,
                           "val/probe_cube_a_imagined_final": 14.35, "val/guard_auc": 0.872,
+                          "val/probe_gripper_gain_over_shuffled_final": 2.335,
+                          "val/probe_gripper_gain_over_shuffled_ci95_final": 1.104,
                           "val/guard_auc_horizon": 0.838, "val/guard_auc_within": 0.757},
              "reward": {"val/align_spearman_within": 0.712, "ood_all/imagined_reward_spearman_within": -0.453}}
   for stage, r in reports.items():
@@ -34,6 +36,7 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
       "| tokens changed per step, imagined / real | 0.002 / 0.168 | n/a |",
       "| gripper error, imagined / copy (cm) | 14.4 / 14.3 | n/a |",
       "| cube error, imagined / copy (cm) | n/a | n/a |",  # one of the pair missing: not half a cell
+      "| gripper closer than with shuffled actions (cm) | +2.3 ± 1.10 | n/a |",
       "| guard AUC: surprise / step count / within a step | 0.87 / 0.84 / 0.76 | n/a |",
       "| done AUC | 0.965 | n/a |",
       "| endogenous alignment ~ task, real frames | +0.71 | n/a |",

@@ -94,6 +94,12 @@ def test_train_world_model_tiny(tiny_dataset, tiny_world_model, tmp_path):
     assert os.path.getsize(tmp_path / f) > 0, f
   dyn = json.loads((tmp_path / "tables/dynamics.json").read_text())
   assert {"val/psnr", "val/psnr_copy", "val/psnr_shuffled", "ood_color/psnr", "val/done_f1"} <= set(dyn)
+  # The probe's paired gains are the per-window differences of the errors it reports, with an interval.
+  for ref in ("shuffled", "copy"):
+    gain = np.array(dyn[f"val/probe_gripper_gain_over_{ref}"])
+    diff = np.array(dyn[f"val/probe_gripper_{ref}"]) - np.array(dyn["val/probe_gripper_imagined"])
+    np.testing.assert_allclose(gain, diff, atol=2e-3)  # both rounded to 1e-3 cm in the report
+    assert np.all(np.array(dyn[f"val/probe_gripper_gain_over_{ref}_ci95"]) >= 0)
   for stage in ("tokenizer", "dynamics", "goal", "reward"):
     assert list((tmp_path / "tb" / stage).glob("events.out.tfevents.*")), stage
   stages = {json.loads(ln)["stage"] for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()}
