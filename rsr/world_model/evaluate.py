@@ -98,12 +98,18 @@ def open_loop(model, params, decode, tok_batch: dict, pix_frames: np.ndarray, co
   changed, changed_real = (toks != before).mean(), (real_tok[:, 1:] != real_tok[:, :-1]).mean()
   # Windows are the independent samples: the paired per-window gain gives the comparison its error bar.
   gain = (p_true - p_copy).mean(axis=(1, 2))
-  ci = 1.96 * gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else None  # None: one window
+  ci = ci95(gain)
   per_step = lambda p: p.mean(axis=(0, 2))  # noqa: E731
   return {"psnr": per_step(p_true), "psnr_shuffled": per_step(p_shuf), "psnr_copy": per_step(p_copy),
           "psnr_copy_tokens": per_step(p_copy_tok), "psnr_anchored": per_step(p_anchored),
           "gain_over_copy_ci95": ci, "windows": b, "frames": frames,
           "changed": float(changed), "changed_real": float(changed_real)}
+
+
+def ci95(samples: np.ndarray):
+  """The 95% half-width of the mean of samples [N, ...] over axis 0 (normal approximation); None for N < 2."""
+  n = len(samples)
+  return 1.96 * samples.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else None
 
 
 def anchored(decoded, anchor_decoded, anchor_real):
@@ -156,7 +162,7 @@ def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict,
       gain = errs[ref][obj] - errs["imagined"][obj]  # [B, H] cm
       out[f"probe/{obj}_gain_over_{ref}"] = gain.mean(axis=0)
       if b > 1:
-        out[f"probe/{obj}_gain_over_{ref}_ci95"] = 1.96 * gain.std(axis=0, ddof=1) / np.sqrt(b)
+        out[f"probe/{obj}_gain_over_{ref}_ci95"] = ci95(gain)
   # The exploit guard's test: does the rollout's surprise (summed -log frame confidence, the signal of
   # WMEnvConfig.max_surprise) tell the steps where imagination left the real episode (the probe reads the
   # imagined and the real frame more than DIVERGED_CM apart, gripper or cube) from those where it did not?
