@@ -65,6 +65,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   # 4 x 128, the same update 2.3x faster on a CPU (rsr/agents/ppo.py PPOConfig.microbatch).
   p.microbatch = {"tiny": 0, "cpu": 128, "paper": 0}[preset]
   p.lr = 3e-4
+  # 0: lr. The paper's PPO fine-tunes at actor 3e-5, critic 1e-3 (rsr/agents/ppo.py PPOConfig).
+  p.actor_lr = {"tiny": 0.0, "cpu": 0.0, "paper": 3e-5}[preset]
+  p.critic_lr = {"tiny": 0.0, "cpu": 0.0, "paper": 1e-3}[preset]
   p.gamma = 0.99
   p.lam = 0.95
   p.clip_eps = 0.2

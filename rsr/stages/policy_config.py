@@ -141,7 +141,7 @@ def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) ->
   p = config.ppo
   checks.positive(p, "ppo", "updates", "num_envs", "rollout_len", "updates_per_call", "epochs", "minibatches", "lr",
                   "clip_eps", "max_grad_norm", "checkpoint_every", "eval_every")
-  checks.non_negative(p, "ppo", "critic_warmup", "vf_coef", "ent_coef")
+  checks.non_negative(p, "ppo", "critic_warmup", "vf_coef", "ent_coef", "actor_lr", "critic_lr")
   for name in ("gamma", "lam"):
     if not 0.0 <= p[name] <= 1.0:
       raise ValueError(f"ppo.{name} must be in [0, 1], got {p[name]!r}")

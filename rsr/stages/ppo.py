@@ -156,7 +156,8 @@ def exploitation_report(config, ds, wm: environments.WorldModelParts, apply_fn, 
 
 # Switches added after PPO checkpoints were written, with the value those checkpoints ran with: at that value
 # a switch is left out of the identity, so that they still load.
-_COMPAT_OLD = {"wm_env": {"max_surprise": 0.0}, "rewards": {"align": "level"}}
+_COMPAT_OLD = {"wm_env": {"max_surprise": 0.0}, "rewards": {"align": "level"},
+               "ppo": {"actor_lr": 0.0, "critic_lr": 0.0}}
 
 
 def compat(config) -> dict:

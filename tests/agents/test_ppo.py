@@ -202,6 +202,27 @@ def test_ppo_update_decreases_the_loss(rollout):
   assert float(after["approx_kl"]) > 1e-6  # the full loss moves the policy, not only the critic
 
 
+def test_actor_and_critic_learning_rates_are_separate(rollout):
+  """Adam's first step moves a parameter by at most its rate (about the rate where the gradient is large):
+  with actor_lr 1e-5 and critic_lr 1e-3 each part moves by its own rate."""
+  params, batch = rollout
+  cfg = ppo.PPOConfig(epochs=1, minibatches=1, lr=3e-4, actor_lr=1e-5, critic_lr=1e-3)
+  opt = ppo.make_optimizer(cfg)
+  new, _, _ = ppo.ppo_update(NET.apply, opt, params, opt.init(params), batch, jax.random.PRNGKey(2), cfg)
+  moved = {"actor": 0.0, "critic": 0.0}
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(new)):
+    part = "actor" if "actor" in jax.tree_util.keystr(path) else "critic"
+    moved[part] = max(moved[part], float(jnp.abs(a - b).max()))
+  # (f32 rounding of a parameter near 1 adds ~1e-7 to the measured step)
+  assert 0.5e-5 < moved["actor"] <= 1.02e-5, moved
+  assert 0.5e-3 < moved["critic"] <= 1.02e-3, moved
+
+
+def test_a_parameter_of_neither_part_is_named():
+  with pytest.raises(ValueError, match=r"encoder.*neither"):
+    ppo.actor_critic_labels({"params": {"actor_mean": jnp.zeros(2), "encoder": jnp.zeros(2)}})
+
+
 def test_micro_batches_are_the_fewest_equal_parts():
   assert ppo.micro_batches(512, 128) == 4
   assert ppo.micro_batches(320, 128) == 4  # 3 parts of 320 are not equal: 4 of 80
