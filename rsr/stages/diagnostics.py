@@ -19,6 +19,10 @@ dynamics,reward}.json:
                                          steps where imagination left the real episode (probe readings > 5 cm
                                          apart), beside the step count alone and within each step
     done AUC                             the done head that pays the success bonus
+    done fires without / with success    along the state probe's open loops (held-out real actions): the
+                                         share of windows whose real frames never (or do) reach success
+                                         where the done head passes 0.9 on imagined frames, beside the same
+                                         head on the real frames; the exploitation gap without a policy
     reward ~ task, real / imagined       Spearman of the endogenous reward with the handcrafted reward within
                                          episodes, on real and on imagined frames (rsr/rewards/quality.py)
     learned head ~ task                  the same for the exogenous baseline's head (real frames)
@@ -52,6 +56,10 @@ ROWS = (
     ("guard AUC: surprise / step count / within a step", "dynamics",
      ("guard_auc", "guard_auc_horizon", "guard_auc_within"), "{:.2f} / {:.2f} / {:.2f}", None),
     ("done AUC", "dynamics", "done_auc", "{:.3f}", None),
+    ("done fires without success, imagined / real frames", "dynamics",
+     ("done_open_loop_false_imagined", "done_open_loop_false_real"), "{:.2f} / {:.2f}", None),
+    ("done fires with success, imagined / real frames", "dynamics",
+     ("done_open_loop_recall_imagined", "done_open_loop_recall_real"), "{:.2f} / {:.2f}", None),
     ("endogenous alignment ~ task, real frames", "reward", "align_spearman_within", "{:+.2f}", None),
     ("endogenous reward ~ task, imagined frames", "reward", "imagined_reward_spearman_within", "{:+.2f}", None),
     ("learned reward head ~ task, real frames", "reward", "head_spearman_within", "{:+.2f}", None),

@@ -302,6 +302,7 @@ def probe_report(config, workdir: str, ds, tok_ds, model: dyn.Dynamics, params, 
   predict = probe_lib.make_predict(probe_cfg)
   context, horizon = d.eval_context, d.probe_horizon
   run = wm_eval.make_rollout(model, context, horizon, gen)
+  replay = wm_eval.make_replay(model)
   out = {"probe_horizon": horizon}
   for split in [s for s in ds.splits if s == "val" or s.startswith("ood")]:
     wcfg = WindowConfig(batch_size=d.eval_windows, window=context + horizon, with_state=True)
@@ -314,6 +315,11 @@ def probe_report(config, workdir: str, ds, tok_ds, model: dyn.Dynamics, params, 
     out[f"{split}/probe_windows"] = int(len(keep))
     for k in ("auc", "auc_horizon", "auc_within", "diverged"):
       out[f"{split}/guard_{k}"] = r.pop(f"guard/{k}")
+    held = {k: v[keep] for k, v in tb.items()}
+    replayed = np.asarray(jax.nn.sigmoid(replay(params, jnp.asarray(held["tokens"], jnp.int32),
+                                                jnp.asarray(held["action"]), jnp.asarray(held["task"]))))
+    dr = wm_eval.done_open_loop(r.pop("imagined_done"), replayed[:, context:], held["done"][:, context:])
+    out.update({f"{split}/done_open_loop_{k}": v for k, v in dr.items() if v is not None})
     for k, v in r.items():
       name = f"{split}/{k.replace('/', '_')}"
       out[name] = [round(float(x), 3) for x in v]

@@ -122,6 +122,9 @@ def anchored(decoded, anchor_decoded, anchor_real):
 # An imagined step has left its real episode when the state probe reads its frame this far (cm) from the real
 # frame's reading: about twice the probe's own error on real held-out frames of the cpu preset (~2-3 cm).
 DIVERGED_CM = 5.0
+# Where imagination ends an episode as a success and the endogenous reward pays its bonus (the paper's 0.9:
+# WMEnvConfig.done_threshold, RewardConfig.tau).
+DONE_TAU = 0.9
 
 
 def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict, context: int, views: int,
@@ -145,7 +148,7 @@ def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict,
   target = probe_lib.positions(np.asarray(tok_batch["state"])[:, context:])  # [B, H, O, 3]
   task_h = jnp.broadcast_to(task[:, None], (b, horizon))
   read = lambda frames: np.asarray(predict(probe_params, frames, task_h))  # noqa: E731
-  imagined, _, confidence = run(params, tokens[:, :context], actions, task, key)
+  imagined, done_logit, confidence = run(params, tokens[:, :context], actions, task, key)
   shuffled, _, _ = run(params, tokens[:, :context], jnp.roll(actions, 1, axis=0), task, key)
   last = jnp.broadcast_to(tokens[:, context - 1:context], (b, horizon, n))
   out, seen, errs = {}, {}, {}
@@ -177,6 +180,50 @@ def probe_open_loop(run, params, decode, predict, probe_params, tok_batch: dict,
   within = [a for a in (dynamics_train.auc(surprise[:, h], diverged[:, h]) for h in range(horizon)) if a is not None]
   out["guard/auc_within"] = float(np.mean(within)) if within else None
   out["guard/diverged"] = float(diverged.mean())
+  out["imagined_done"] = np.asarray(jax.nn.sigmoid(done_logit))  # [B, H], for done_open_loop
+  return out
+
+
+def make_replay(model: dyn.Dynamics):
+  """Jitted (params, tokens i32[B, T, N], actions f32[B, T, A], task i32[B]) -> done logits f32[B, T]: the
+  real frames fed one at a time through the same cache as imagination (make_rollout), so that the done head
+  reads real frames exactly as it reads imagined ones."""
+
+  @jax.jit
+  def run(params, tokens, actions, task):
+    b = tokens.shape[0]
+
+    def obs(cache, t):
+      prev = actions[:, jnp.maximum(t - 1, 0)] * (t > 0)
+      cache, done, _ = model.apply(params, cache, tokens[:, t], prev, jnp.full((b,), t > 0), task,
+                                   method=dyn.Dynamics.observe)
+      return cache, done
+
+    _, done = jax.lax.scan(obs, dyn.init_cache(model.cfg, b), jnp.arange(tokens.shape[1]))
+    return jnp.swapaxes(done, 0, 1)
+
+  return run
+
+
+def done_open_loop(imagined: np.ndarray, replayed: np.ndarray, labels: np.ndarray, tau: float = DONE_TAU
+                   ) -> dict:
+  """The done head on imagined frames against the same head on the real frames, along the same held-out
+  real action sequences: the exploitation gap without a policy. A window whose real frames never reach
+  success but whose imagination passes `tau` pays the success bonus for nothing.
+
+  imagined, replayed f32[B, H]: done probabilities on the imagined and on the real frames of each window's
+  H open-loop steps; labels f32[B, H]: the real done labels (>= 0.5: done). Returns, each None where no
+  window qualifies: {"false_imagined", "false_real": the share of windows without real success where the
+  head passes tau at some step, "recall_imagined", "recall_real": the share of windows with real success
+  where it does, "auc_imagined", "auc_real": per-step AUC against the labels, "windows_success": count}."""
+  done = labels >= 0.5
+  success = done.any(axis=1)
+  out = {"windows_success": int(success.sum())}
+  for kind, p in (("imagined", imagined), ("real", replayed)):
+    fires = (p >= tau).any(axis=1)
+    out[f"false_{kind}"] = float(fires[~success].mean()) if (~success).any() else None
+    out[f"recall_{kind}"] = float(fires[success].mean()) if success.any() else None
+    out[f"auc_{kind}"] = dynamics_train.auc(p.ravel(), done.ravel())
   return out
 
 

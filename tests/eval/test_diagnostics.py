@@ -19,7 +19,9 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
                           "val/probe_cube_a_imagined_final": 14.35, "val/guard_auc": 0.872,
                           "val/probe_gripper_gain_over_shuffled_final": 2.335,
                           "val/probe_gripper_gain_over_shuffled_ci95_final": 1.104,
-                          "val/guard_auc_horizon": 0.838, "val/guard_auc_within": 0.757},
+                          "val/guard_auc_horizon": 0.838, "val/guard_auc_within": 0.757,
+                          "val/done_open_loop_false_imagined": 0.31, "val/done_open_loop_false_real": 0.02,
+                          "val/done_open_loop_recall_real": 0.9},
              "reward": {"val/align_spearman_within": 0.712, "ood_all/imagined_reward_spearman_within": -0.453}}
   for stage, r in reports.items():
     (tmp_path / "tables" / f"{stage}.json").write_text(json.dumps(r))
@@ -39,6 +41,8 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
       "| gripper closer than with shuffled actions (cm) | +2.3 ± 1.10 | n/a |",
       "| guard AUC: surprise / step count / within a step | 0.87 / 0.84 / 0.76 | n/a |",
       "| done AUC | 0.965 | n/a |",
+      "| done fires without success, imagined / real frames | 0.31 / 0.02 | n/a |",
+      "| done fires with success, imagined / real frames | n/a | n/a |",
       "| endogenous alignment ~ task, real frames | +0.71 | n/a |",
       "| endogenous reward ~ task, imagined frames | n/a | -0.45 |",
       "| learned reward head ~ task, real frames | n/a | n/a |",
