@@ -92,6 +92,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   dt.context_noise = 0.0  # tried at cpu: no gain, a weaker guard (docs/decisions.md)
   dt.action_dropout = 0.0
   dt.changed_weight = 5.0 if recipe else 1.0  # cross-entropy weight of tokens that change from the previous frame
+  dt.done_input = "masked"  # what the done head trains on: masked | visible | predicted frames
   dt.ramp_steps = 10
   dt.eval_every = {"tiny": 4, "cpu": 500, "paper": 5000}[preset]
   dt.checkpoint_every = {"tiny": 3, "cpu": 250, "paper": 5000}[preset]

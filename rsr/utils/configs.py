@@ -73,6 +73,7 @@ ADDED: dict[str, dict[str, Any]] = {
         "dynamics_train.context_noise": 0.0,
         "dynamics_train.action_dropout": 0.0,
         "dynamics_train.changed_weight": 1.0,
+        "dynamics_train.done_input": "masked",
         "dynamics_train.probe_horizon": 0,
         "dynamics_train.probe_steps": 3000,
         "generate.copy_bias": 0.0,

@@ -13,6 +13,12 @@ counts changed_weight times in the cross-entropy (1: plain MaskGIT). About 85% o
 the previous frame; without a weight their easy loss dominates the gradient that motion has to share.
 Loss: cross-entropy on masked tokens + done_weight x MSE(sigmoid(done_logit), done label) over valid
 frames (the paper: weight 5). The goal model is the same network conditioned on the task only.
+What the done head reads (`done_input`): "masked", the training pass's own frames, most of whose tokens
+are hidden (at least mask_min of them under the uniform schedule), although imagination asks it about
+complete frames; "visible", a second pass over the unmasked window; "predicted", a second pass over the
+window with every masked token replaced by the first pass's most likely one, frames like the imagined ones
+it will judge. The second pass trains the done head alone (the trunk under stop_gradient: it costs a
+forward pass, and the trunk's features stay the token prediction's).
 Metrics beside the loss: `changed_frac`, the share of masked tokens that differ from the same position
 in the previous frame, and `changed_acc`, the accuracy on those: copying is easy, the changed tokens are
 where dynamics and action control live.
@@ -50,6 +56,7 @@ class DynamicsTrainConfig:
   context_noise: float = 0.0
   action_dropout: float = 0.0
   changed_weight: float = 1.0
+  done_input: str = "masked"  # one of DONE_INPUTS (module docstring)
 
   def validate(self) -> "DynamicsTrainConfig":
     if self.mask_schedule not in MASK_SCHEDULES:
@@ -57,12 +64,15 @@ class DynamicsTrainConfig:
     for name in ("mask_min", "context_noise", "action_dropout"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    if self.done_input not in DONE_INPUTS:
+      raise ValueError(f"done_input must be one of {DONE_INPUTS}, got {self.done_input!r}")
     if self.changed_weight < 1.0:
       raise ValueError(f"changed_weight must be >= 1, got {self.changed_weight}")
     return self
 
 
 MASK_SCHEDULES = ("cosine", "uniform")
+DONE_INPUTS = ("masked", "visible", "predicted")
 
 
 @struct.dataclass
@@ -120,6 +130,12 @@ def losses(model: Dynamics, params, batch: dict, key: jax.Array, cfg: "DynamicsT
   seen = (jax.random.uniform(k_act, tokens.shape[:2]) >= cfg.action_dropout) if cfg.action_dropout else None
   logits, done_logit = model.apply(params, inputs, batch["action"], batch["task"], prev_source, seen)
   mc = model.cfg
+  if cfg.done_input != "masked":
+    frames = visible
+    if cfg.done_input == "predicted":
+      guess = token_head.greedy(mc.output, mc.levels, jax.lax.stop_gradient(logits))[0]
+      frames = jnp.where(masked, guess, visible)
+    _, done_logit = model.apply(done_head_only(params), frames, batch["action"], batch["task"], frames, seen)
   ce = -token_head.log_prob(mc.output, mc.levels, logits, tokens)
   n_masked = jnp.maximum(masked.sum(), 1)
   # Frame 0 is never masked, so its (undefined) previous frame never matters.
@@ -134,6 +150,13 @@ def losses(model: Dynamics, params, batch: dict, key: jax.Array, cfg: "DynamicsT
   loss = ce + cfg.done_weight * done_mse
   return loss, {"loss": loss, "ce": ce, "token_acc": acc, "changed_acc": changed_acc,
                 "changed_frac": changed.sum() / n_masked, "done_mse": done_mse}
+
+
+def done_head_only(params):
+  """params with every leaf but the done head's under stop_gradient."""
+  def leaf(path, x):
+    return x if any(getattr(k, "key", None) in ("done_hidden", "done_out") for k in path) else jax.lax.stop_gradient(x)
+  return jax.tree_util.tree_map_with_path(leaf, params)
 
 
 def make_train_step(model: Dynamics, cfg: DynamicsTrainConfig):

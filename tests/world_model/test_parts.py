@@ -9,6 +9,7 @@ import pytest
 
 from rsr.world_model import dynamics as dyn
 from rsr.world_model import dynamics_train, generate, token_head
+from rsr.world_model import evaluate as wm_eval
 from rsr.world_model.fsq import FSQ
 from rsr.world_model.tokenizer import Tokenizer, TokenizerConfig, depth_to_space, space_to_depth
 
@@ -203,6 +204,41 @@ def test_loss_and_changed_token_metrics_by_hand():
   assert float(metrics["changed_acc"]) == pytest.approx(right[changed].mean())
 
 
+@pytest.mark.parametrize("done_input", ["visible", "predicted"])
+def test_done_head_reads_complete_frames(done_input):
+  """With done_input visible / predicted the done loss is the head's on the unmasked window / on the
+  window with masked tokens guessed, and moves the done head alone; "masked" moves the trunk too."""
+  cfg = dyn.DynamicsConfig(vocab=20, tokens_per_frame=8, d_model=32, layers=1, heads=4, window=3)
+  m = dyn.Dynamics(cfg)
+  k = jax.random.PRNGKey(4)
+  tokens = jax.random.randint(k, (4, 3, 8), 0, 20)
+  batch = {"tokens": tokens, "action": jax.random.normal(k, (4, 3, 5)), "task": jnp.zeros((4,), jnp.int32),
+           "done": jnp.array([[0, 0, 1], [0, 1, 1], [0, 0, 0], [0, 0, 1]], jnp.float32),
+           "mask": jnp.ones((4, 3), bool)}
+  p = m.init(k, tokens, batch["action"], batch["task"])
+  cfg_of = lambda **kw: dynamics_train.DynamicsTrainConfig(done_input=done_input, **kw)  # noqa: E731
+  _, metrics = dynamics_train.losses(m, p, batch, k, cfg_of())
+  frames = tokens
+  if done_input == "predicted":
+    mask = np.asarray(dynamics_train.sample_mask(jax.random.split(k, 4)[0], tokens.shape))
+    logits, _ = m.apply(p, jnp.where(mask, cfg.mask_id, tokens), batch["action"], batch["task"], tokens)
+    frames = jnp.where(mask, np.asarray(logits).argmax(-1), tokens)
+    assert not np.array_equal(frames, tokens)  # an untrained model guesses wrong
+  done = jax.nn.sigmoid(m.apply(p, frames, batch["action"], batch["task"])[1])
+  np.testing.assert_allclose(metrics["done_mse"], jnp.mean((done - batch["done"]) ** 2), rtol=1e-5)
+
+  def grads(c):
+    return jax.grad(lambda q: dynamics_train.losses(m, q, batch, k, c)[0])(p)["params"]
+
+  base, ours = grads(cfg_of(done_weight=0.0)), grads(cfg_of())
+  for name in base:
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(base[name]),
+                                                   jax.tree_util.tree_leaves(ours[name])))
+    assert same == (name not in ("done_hidden", "done_out")), name
+  masked = grads(dynamics_train.DynamicsTrainConfig(done_input="masked"))
+  assert not np.array_equal(masked["norm"]["scale"], base["norm"]["scale"])  # the default: the trunk learns done
+
+
 def test_cache_ring_keeps_the_newest_frames():
   """Past the window, the ring overwrites the oldest slot: its slots hold exactly the last W - 1 frames.
   Layer-0 keys depend only on the frame, its predecessor, the action and the position (not on the cached
@@ -243,6 +279,29 @@ def test_auc_and_f1():
   assert dynamics_train.auc(np.array([0.5, 0.5]), np.array([0, 1], bool)) == pytest.approx(0.5)
   assert dynamics_train.auc(scores, np.zeros(4, bool)) is None
   assert dynamics_train.f1(scores >= 0.5, labels) == pytest.approx(2 / 3)
+
+
+def test_done_replay_and_open_loop_report():
+  """The replay feeds real frames through imagination's cache (the training pass's done, frame for frame);
+  the report counts windows by hand."""
+  cfg = dyn.DynamicsConfig(vocab=50, tokens_per_frame=6, d_model=32, layers=2, heads=4, window=4)
+  m = dyn.Dynamics(cfg)
+  k = jax.random.PRNGKey(3)
+  tok = jax.random.randint(k, (2, 4, 6), 0, 50)
+  act = jax.random.uniform(k, (2, 4, 5), minval=-1, maxval=1)
+  task = jnp.array([1, 2])
+  p = m.init(k, tok, act, task)
+  np.testing.assert_allclose(wm_eval.make_replay(m)(p, tok, act, task), m.apply(p, tok, act, task)[1], atol=1e-4)
+  labels = np.array([[0, 0, 1], [0, 0, 0], [0, 0, 0], [0, 1, 1]], np.float32)  # windows 0 and 3 succeed
+  imagined = np.array([[0.1, 0.95, 0.2], [0.95, 0.1, 0.1], [0.2, 0.3, 0.89], [0.1, 0.2, 0.3]])
+  real = np.array([[0.1, 0.2, 0.97], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1], [0.1, 0.92, 0.99]])
+  r = wm_eval.done_open_loop(imagined, real, labels)
+  assert r["windows_success"] == 2
+  assert r["false_imagined"] == 0.5 and r["false_real"] == 0.0  # window 1 fires on imagined frames only
+  assert r["recall_imagined"] == 0.5 and r["recall_real"] == 1.0  # window 0 at the wrong step still counts
+  assert r["auc_real"] == 1.0 and r["auc_imagined"] == pytest.approx(14.5 / 27)  # ranks by hand
+  none = wm_eval.done_open_loop(imagined[1:3], real[1:3], labels[1:3])
+  assert none["recall_imagined"] is None and none["false_imagined"] == 0.5
 
 
 def test_paper_preset_builds_and_lowers():
