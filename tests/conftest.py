@@ -19,6 +19,26 @@ import os
 # headless EGL backend of the OpenGL oracle tests has to be chosen before anything imports it.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+
+def _compilation_cache() -> None:
+  """JAX's persistent compilation cache, one directory per xdist worker, inherited by the binaries a test
+  starts: resume tests compile the same programs two or three times and the binaries what the in-process
+  tests compiled. Per worker, since JAX writes cache files without a lock when the cache has no size
+  limit, and the binaries of a worker run while it waits. Set before JAX is imported, which reads it once."""
+  import tempfile
+
+  root = os.path.join(tempfile.gettempdir(), f"rsr-tests-{os.getuid()}", "jax_cache")
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR", root).startswith(root):
+    return  # the user's own cache
+  # xdist's workers inherit the controller's environment: each replaces the controller's directory by its own.
+  path = os.path.join(root, os.environ.get("PYTEST_XDIST_WORKER", "main"))
+  os.makedirs(path, exist_ok=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")  # JAX's default: 1
+
+
+_compilation_cache()
+
 import dataclasses  # noqa: E402
 import fcntl  # noqa: E402
 import pathlib  # noqa: E402

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache as cc
 
 from data_pipelines import open_dataset, tokenized
 from experiments.configs import policy as policy_configs
-from rsr.stages import trained as trained_lib
 from rsr.stages import bc as stage_bc
 from rsr.stages import dyna as stage_dyna
 from rsr.stages import policy_config
+from rsr.stages import trained as trained_lib
 from rsr.stages import world_model as wm_stages
 from rsr.utils import media
 
@@ -36,24 +36,13 @@ def _leaves(tree):
 
 
 def test_dyna_round_appends_episodes_and_resumes_exactly(tiny_dataset, tiny_world_model, tmp_path):
-  # Rounds and re-runs compile the same programs (as reproduce's sub-runs do): compile them once.
-  before = jax.config.jax_compilation_cache_dir
-  cc.set_cache_dir(str(tmp_path / "jax_cache"))
-  cc.reset_cache()  # the cache is set up once per process: look again
-  try:
-    _dyna_round_appends_episodes_and_resumes_exactly(tiny_dataset, tiny_world_model, tmp_path)
-  finally:
-    jax.config.update("jax_compilation_cache_dir", before)
-    cc.reset_cache()
-
-
-def _dyna_round_appends_episodes_and_resumes_exactly(tiny_dataset, tiny_world_model, tmp_path):
+  # Rounds and re-runs compile the same programs: conftest's compilation cache compiles them once.
   c = _config(tiny_dataset, tiny_world_model)
   ds = open_dataset(tiny_dataset)
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  for w in (straight, killed):
-    media.write_text(os.path.join(w, "config.json"), c.to_json_best_effort())  # as train_policy writes it
-    stage_bc.run(c, w, ds, progress=False)
+  media.write_text(os.path.join(straight, "config.json"), c.to_json_best_effort())  # as train_policy writes it
+  stage_bc.run(c, straight, ds, progress=False)
+  shutil.copytree(straight, killed)  # one BC start for both, as reproduce shares it
   a = stage_dyna.run(c, straight, ds, progress=False)
 
   # Round 0 collected its real episodes of the round's policy, and the world model trained on them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -316,8 +317,8 @@ def test_ppo_stage_resumes_exactly(tiny_dataset, tiny_world_model, tmp_path):
   c.ppo.eval_every = 4  # the simulator evaluation once, at the end
   ds = open_dataset(tiny_dataset)
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  for w in (straight, killed):
-    stage_bc.run(c, w, ds, progress=False)
+  stage_bc.run(c, straight, ds, progress=False)
+  shutil.copytree(straight, killed)  # one BC start for both, as reproduce shares it
   a = stage_ppo.run(c, straight, ds, progress=False)
   assert stage_ppo.run(c, killed, ds, progress=False, max_steps_this_run=2) == {}
   b = stage_ppo.run(c, killed, ds, progress=False)
