@@ -310,12 +310,12 @@ def probe_report(config, workdir: str, ds, tok_ds, model: dyn.Dynamics, params, 
     keep = np.flatnonzero(tb["mask"].all(axis=1))
     if not len(keep):
       continue
-    r = wm_eval.probe_open_loop(run, params, decode, predict, probe_params, {k: v[keep] for k, v in tb.items()},
-                                context, views, jax.random.PRNGKey(13))
+    held = {k: v[keep] for k, v in tb.items()}
+    r = wm_eval.probe_open_loop(run, params, decode, predict, probe_params, held, context, views,
+                                jax.random.PRNGKey(13))
     out[f"{split}/probe_windows"] = int(len(keep))
     for k in ("auc", "auc_horizon", "auc_within", "diverged"):
       out[f"{split}/guard_{k}"] = r.pop(f"guard/{k}")
-    held = {k: v[keep] for k, v in tb.items()}
     replayed = np.asarray(jax.nn.sigmoid(replay(params, jnp.asarray(held["tokens"], jnp.int32),
                                                 jnp.asarray(held["action"]), jnp.asarray(held["task"]))))
     dr = wm_eval.done_open_loop(r.pop("imagined_done"), replayed[:, context:], held["done"][:, context:])

@@ -25,22 +25,27 @@ from rsr.world_model import probe as probe_lib
 from rsr.world_model.tokenizer_train import psnr
 
 
+def _observe(model: dyn.Dynamics, params, tokens, actions, task, frames: int):
+  """Real frames 0..frames-1 (tokens [B, >= frames, N]) fed one at a time into a fresh cache, frame t with
+  action t - 1: (cache, done logits f32[frames, B])."""
+  b = tokens.shape[0]
+
+  def obs(cache, t):
+    prev = actions[:, jnp.maximum(t - 1, 0)] * (t > 0)
+    cache, done, _ = model.apply(params, cache, tokens[:, t], prev, jnp.full((b,), t > 0), task,
+                                 method=dyn.Dynamics.observe)
+    return cache, done
+
+  return jax.lax.scan(obs, dyn.init_cache(model.cfg, b), jnp.arange(frames))
+
+
 def make_rollout(model: dyn.Dynamics, context: int, horizon: int, gen: generate.GenerateConfig):
   """Jitted (params, tokens f32[B, C, N], actions f32[B, C + H, A], task i32[B], key)
   -> (imagined tokens i32[B, H, N], done logits f32[B, H], confidence f32[B, H] (generate.Imagined))."""
 
   @jax.jit
   def run(params, tokens, actions, task, key):
-    b = tokens.shape[0]
-    cache = dyn.init_cache(model.cfg, b)
-
-    def obs(cache, t):
-      prev = actions[:, jnp.maximum(t - 1, 0)] * (t > 0)
-      cache, _, _ = model.apply(params, cache, tokens[:, t], prev, jnp.full((b,), t > 0), task,
-                                method=dyn.Dynamics.observe)
-      return cache, None
-
-    cache, _ = jax.lax.scan(obs, cache, jnp.arange(context))
+    cache, _ = _observe(model, params, tokens, actions, task, context)
 
     def step(carry, h):
       cache, key = carry
@@ -191,15 +196,7 @@ def make_replay(model: dyn.Dynamics):
 
   @jax.jit
   def run(params, tokens, actions, task):
-    b = tokens.shape[0]
-
-    def obs(cache, t):
-      prev = actions[:, jnp.maximum(t - 1, 0)] * (t > 0)
-      cache, done, _ = model.apply(params, cache, tokens[:, t], prev, jnp.full((b,), t > 0), task,
-                                   method=dyn.Dynamics.observe)
-      return cache, done
-
-    _, done = jax.lax.scan(obs, dyn.init_cache(model.cfg, b), jnp.arange(tokens.shape[1]))
+    _, done = _observe(model, params, tokens, actions, task, tokens.shape[1])
     return jnp.swapaxes(done, 0, 1)
 
   return run
