@@ -143,4 +143,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   g.order = "confidence"  # or "random"
   # Logit bonus of the previous frame's token at every position (rsr/world_model/generate.py; 0: off).
   g.copy_bias = 0.0
+  # Classifier-free guidance on the action (rsr/world_model/generate.py; 1: off); for a model trained with
+  # dynamics_train.action_dropout > 0.
+  g.action_guidance = 1.0
   return c

@@ -77,6 +77,7 @@ ADDED: dict[str, dict[str, Any]] = {
         "dynamics_train.probe_horizon": 0,
         "dynamics_train.probe_steps": 3000,
         "generate.copy_bias": 0.0,
+        "generate.action_guidance": 1.0,
         # the reward head's group, from before the presets held it whole
         "reward_head.d_model": 64, "reward_head.hidden": 128, "reward_head.batch_size": 16,
         "reward_head.steps": 200, "reward_head.lr": 1e-3, "reward_head.warmup": 10,

@@ -4,6 +4,13 @@ Start from a fully masked frame; at each of K steps predict every masked token, 
 (or, with order="random", randomly chosen) ones so that a cosine schedule of the frame is fixed after
 the step, and mask the rest again; after K steps the frame is complete. A final pass with the complete
 frame writes its keys/values into the cache and yields its done logit. The paper uses K = 2.
+
+Action guidance (classifier-free guidance, Ho & Salimans 2022, on the action): each refinement pass also
+predicts the frame with its action hidden (the no-action token; the past frames in the cache keep theirs)
+and decodes from free + w (conditioned - free), which for w > 1 moves the frame further in the direction
+the action pushes it. Raw logits combine like log-probabilities: softmax (per digit, for the digit head)
+ignores a constant shift. It needs a model trained with `dynamics_train.action_dropout` > 0; otherwise the
+hidden action is one the model saw only on a window's first frame.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class GenerateConfig:
   # change between steps, and a model that is unsure everywhere otherwise resamples static tokens wrongly;
   # the bias makes "keep the token" the default that evidence of motion must overcome.
   copy_bias: float = 0.0
+  action_guidance: float = 1.0  # w above; 1: the conditioned prediction alone (off), 0: the action ignored
 
   def validate(self) -> "GenerateConfig":
     if self.steps < 1:
@@ -39,6 +47,8 @@ class GenerateConfig:
       raise ValueError(f"temperature must be >= 0, got {self.temperature}")
     if self.copy_bias < 0:
       raise ValueError(f"copy_bias must be >= 0, got {self.copy_bias}")
+    if self.action_guidance < 0:
+      raise ValueError(f"action_guidance must be >= 0, got {self.action_guidance}")
     return self
 
   @classmethod
@@ -81,6 +91,10 @@ def imagine(model: Dynamics, params, cache: Cache, prev_action: jax.Array, task:
     key, k_sample, k_order = (keys[:, i] for i in range(3)) if per_env else keys
     _, _, logits = model.apply(params, cache, tokens, prev_action, has, task, write=False,
                                method=Dynamics.observe)
+    if config.action_guidance != 1.0:
+      _, _, free = model.apply(params, cache, tokens, prev_action, ~has, task, write=False,
+                               method=Dynamics.observe)
+      logits = free + config.action_guidance * (logits - free)
     if config.copy_bias:
       bias = config.copy_bias * (cache.pos > 0)[:, None].astype(logits.dtype)
       logits = token_head.add_bias(cfg.output, cfg.levels, logits, cache.last, bias)

@@ -177,6 +177,27 @@ def test_copy_bias_keeps_the_previous_frame():
     generate.GenerateConfig(copy_bias=-1.0).validate()
 
 
+def test_action_guidance_scales_the_action_effect():
+  """Guidance 0 decodes the frame with its action hidden, so two different actions imagine the same frame;
+  guidance 1 is the conditioned frame, in which they differ; a larger scale changes the frame further."""
+  cfg = dyn.DynamicsConfig(vocab=50, tokens_per_frame=16, d_model=32, layers=2, heads=4, window=3,
+                           prev_frame_input=True, action_film=True)
+  m = dyn.Dynamics(cfg)
+  p = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 16), jnp.int32), jnp.zeros((1, 3, 5)), jnp.zeros((1,), jnp.int32))
+  b, task = 4, jnp.zeros((4,), jnp.int32)
+  seen = jax.random.randint(jax.random.PRNGKey(3), (b, 16), 0, 50)
+  cache = m.apply(p, dyn.init_cache(cfg, b), seen, jnp.zeros((b, 5)), jnp.zeros((b,), bool), task,
+                  method=dyn.Dynamics.observe)[0]
+  act_a, act_b = (jax.random.normal(jax.random.PRNGKey(k), (b, 5)) for k in (5, 6))
+  imagine = lambda act, w: np.asarray(generate.imagine(  # noqa: E731
+      m, p, cache, act, task, jax.random.PRNGKey(1), generate.GenerateConfig(temperature=0.0, action_guidance=w))[1])
+  np.testing.assert_array_equal(imagine(act_a, 0.0), imagine(act_b, 0.0))
+  assert (imagine(act_a, 1.0) != imagine(act_b, 1.0)).any()
+  assert (imagine(act_a, 4.0) != imagine(act_a, 1.0)).any()
+  with pytest.raises(ValueError, match="action_guidance"):
+    generate.GenerateConfig(action_guidance=-1.0).validate()
+
+
 def test_loss_and_changed_token_metrics_by_hand():
   """The loss is the mean cross-entropy over masked tokens (+ the done term); `changed_frac` and
   `changed_acc` count the masked tokens that differ from the previous frame, none in a static window."""
