@@ -22,6 +22,7 @@ Entries:
         decoded to the host and the reward computed there from the tokenizer's features), same weights,
         same run. FLOP/s of the fused step (XLA's cost analysis per piece x how often the step runs it,
         since XLA counts a scan's body once) over the measured dense-matmul FLOP/s of this machine (mfu).
+        With --imag_guidance=W the same fused step with action guidance W is timed too (its cost ratio).
   scaling  world-model training tokens/s on --scaling_devices devices (fake CPU devices unless XLA_FLAGS
         already sets them; data parallel, plus one FSDP row with a model axis of 2), relative to 1 device;
         and the paper model on 8 devices under FSDP: per-device parameter and optimizer memory for model
@@ -59,6 +60,8 @@ _WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagin
 _WM_OUTPUT = flags.DEFINE_string("wm_output", "", "world_model: the token head, codes | digits ('': the preset's).")
 _IMAG_ENVS = flags.DEFINE_integer("imag_envs", 256, "imagination: environments of the fused step.")
 _IMAG_REF_STEPS = flags.DEFINE_integer("imag_reference_steps", 6, "imagination: steps timed on the reference loop.")
+_IMAG_GUIDANCE = flags.DEFINE_float("imag_guidance", 1.0, "imagination: also time the fused step with this action "
+                                    "guidance (generate.action_guidance; 1: not timed) in the same run.")
 _IMAG_CHUNK = flags.DEFINE_integer("imag_chunk", -1, "imagination: environments imagined at once (wm_env.chunk; "
                                    "-1: auto, the cpu preset's: 8 on a CPU, the whole batch on an accelerator; "
                                    "0: the whole batch).")
@@ -227,9 +230,9 @@ def bench_world_model(preset: str, envs: int, output: str = "") -> dict:
   import jax.numpy as jnp
 
   from experiments.configs import world_model as wm_configs
+  from rsr.stages import tokenizer as stage_tokenizer
   from rsr.world_model import dynamics as dyn
   from rsr.world_model import dynamics_train, generate
-  from rsr.stages import tokenizer as stage_tokenizer
 
   c = wm_configs.get_config(preset)
   if output:
@@ -384,7 +387,7 @@ def _flops(fn, *args) -> float:
   return float((ca[0] if isinstance(ca, list) else ca).get("flops", float("nan")))
 
 
-def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
+def bench_imagination(envs: int, reference_steps: int, chunk: int = -1, guidance: float = 1.0) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -433,6 +436,15 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
   step = fused.make_fused_step(make_env, agent.apply, opt, fcfg)
   state, t_fused = _timed_steps(step, state, env_params, repeats=2)
   transitions = envs * fcfg.rollout_len
+  guided = {}
+  if guidance != gen.action_guidance:  # each MaskGIT pass runs the dynamics twice (rsr/world_model/generate.py)
+    gcfg = dataclasses.replace(ecfg, generate=dataclasses.replace(gen, action_guidance=guidance))
+    make_guided = lambda p: wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(  # noqa: E731
+        wm_env.WorldModelEnv(parts, p, bank, gcfg))), reuse_first=pc.wm_env.reset == "first")
+    _, t_guided = _timed_steps(fused.make_fused_step(make_guided, agent.apply, opt, fcfg), state, env_params,
+                               repeats=2)
+    guided = {"guidance": guidance, "guided_fused_steps_per_s": transitions / t_guided,
+              "guided_cost_ratio": t_guided / t_fused}
 
   # FLOPs of one call, piece by piece: T x (policy + env step), the bootstrap value, E x M minibatch updates.
   # (Counted on the whole batch: XLA's cost analysis counts a loop body once, and chunks are a loop.)
@@ -526,6 +538,7 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1) -> dict:
       "fused_flops_per_transition": flops / transitions, "loop_flops_per_transition": f_ref / ref_envs,
       "ratio_at_equal_efficiency": (f_ref / ref_envs) / (flops / transitions),
       "loop_flops_per_s": f_ref / t_ref,
+      **guided,
       "flops_share": {"rollout": fcfg.rollout_len * f_step / flops,
                       "updates": fcfg.ppo.epochs * fcfg.ppo.minibatches * f_update / flops},
   }
@@ -591,13 +604,17 @@ def main(argv):
     print(f"imagination: fused PPO step over {_IMAG_ENVS.value} imagined environments vs the reference loop "
           "(compiling...)", flush=True)
     with usage_errors():
-      results["imagination"] = bench_imagination(_IMAG_ENVS.value, _IMAG_REF_STEPS.value, _IMAG_CHUNK.value)
+      results["imagination"] = bench_imagination(_IMAG_ENVS.value, _IMAG_REF_STEPS.value, _IMAG_CHUNK.value,
+                                                 _IMAG_GUIDANCE.value)
     r = results["imagination"]
     print(f"imagination: fused {r['fused_steps_per_s']:.1f} transitions/s vs reference loop "
           f"{r['loop_steps_per_s']:.2f} ({r['ratio']:.1f}x); {r['flops_per_s'] / 1e9:.1f} GFLOP/s of "
           f"{r['matmul_flops_per_s'] / 1e9:.1f} matmul GFLOP/s (mfu {r['mfu']:.2f}); work per transition "
           f"{r['fused_flops_per_transition'] / 1e9:.2f} vs {r['loop_flops_per_transition'] / 1e9:.2f} GFLOP "
           f"(ratio at equal efficiency {r['ratio_at_equal_efficiency']:.1f}x)")
+    if "guidance" in r:
+      print(f"imagination: with action guidance {r['guidance']:g}: {r['guided_fused_steps_per_s']:.1f} "
+            f"transitions/s, {r['guided_cost_ratio']:.2f}x the time of the unguided step")
   if "scaling" in only:
     devices = [int(d) for d in _SCALE_DEVICES.value.split(",")]
     print(f"scaling: {_SCALE_PRESET.value} world-model training on {devices} devices (compiling...)", flush=True)
