@@ -83,7 +83,10 @@ def run(config, workdir: str, tok_ds, progress: bool = True,
   summary = {"steps": s["steps"], "params": params, **last}
   if align is not None:
     head = lambda t, k: predict(state.params, jnp.asarray(t, jnp.int32), jnp.asarray(k, jnp.int32))  # noqa: E731
-    for split in held:
+    from tqdm.auto import tqdm
+
+    # Minutes per split with imagine (one open loop per episode, compiled once): a bar rather than silence.
+    for split in tqdm(list(held), desc="reward quality", unit="split", disable=not progress, dynamic_ncols=True):
       q = quality.reward_quality(align, tok_ds, split, s["quality_episodes"], head, imagine,
                                  context=config.dynamics_train.eval_context)
       summary.update({f"{split}/{'quality_' if k in ('episodes', 'steps') else ''}{k}": v for k, v in q.items()})
