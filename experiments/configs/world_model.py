@@ -144,6 +144,6 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   # Logit bonus of the previous frame's token at every position (rsr/world_model/generate.py; 0: off).
   g.copy_bias = 0.0
   # Classifier-free guidance on the action (rsr/world_model/generate.py; 1: off); for a model trained with
-  # dynamics_train.action_dropout > 0.
+  # dynamics_train.action_dropout > 0. Off: at the cpu budget it only cost (docs/decisions.md).
   g.action_guidance = 1.0
   return c
