@@ -424,8 +424,11 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1, guidance
                             chunk=chunk)
   parts = wm_env.WMParts(dynamics=model, tokenizer=tok)
   env_params = wm_env.WMParams(dynamics=dyn_params, tokenizer=tok_params)
-  make_env = lambda p: wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(  # noqa: E731
-      wm_env.WorldModelEnv(parts, p, bank, ecfg))), reuse_first=pc.wm_env.reset == "first")
+  def env_maker(cfg: wm_env.WMEnvConfig):
+    return lambda p: wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(
+        wm_env.WorldModelEnv(parts, p, bank, cfg))), reuse_first=pc.wm_env.reset == "first")
+
+  make_env = env_maker(ecfg)
   acfg = policy_config.agent_config(pc)
   agent = ActorCritic(acfg)
   params = init_params(acfg, key, (hw, hw))
@@ -439,10 +442,8 @@ def bench_imagination(envs: int, reference_steps: int, chunk: int = -1, guidance
   guided = {}
   if guidance != gen.action_guidance:  # each MaskGIT pass runs the dynamics twice (rsr/world_model/generate.py)
     gcfg = dataclasses.replace(ecfg, generate=dataclasses.replace(gen, action_guidance=guidance))
-    make_guided = lambda p: wrappers.AutoReset(wrappers.Vmap(wrappers.EpisodeStats(  # noqa: E731
-        wm_env.WorldModelEnv(parts, p, bank, gcfg))), reuse_first=pc.wm_env.reset == "first")
-    _, t_guided = _timed_steps(fused.make_fused_step(make_guided, agent.apply, opt, fcfg), state, env_params,
-                               repeats=2)
+    guided_step = fused.make_fused_step(env_maker(gcfg), agent.apply, opt, fcfg)
+    _, t_guided = _timed_steps(guided_step, state, env_params, repeats=2)
     guided = {"guidance": guidance, "guided_fused_steps_per_s": transitions / t_guided,
               "guided_cost_ratio": t_guided / t_fused}
 

@@ -85,7 +85,7 @@ def run(config, workdir: str, tok_ds, progress: bool = True,
     head = lambda t, k: predict(state.params, jnp.asarray(t, jnp.int32), jnp.asarray(k, jnp.int32))  # noqa: E731
     from tqdm.auto import tqdm
 
-    # Minutes per split with imagine (one open loop per episode, compiled once): a bar rather than silence.
+    # With imagine each split runs an open loop per episode after the head's own bar: show that it runs.
     for split in tqdm(list(held), desc="reward quality", unit="split", disable=not progress, dynamic_ncols=True):
       q = quality.reward_quality(align, tok_ds, split, s["quality_episodes"], head, imagine,
                                  context=config.dynamics_train.eval_context)
