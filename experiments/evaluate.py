@@ -11,6 +11,13 @@ on (every task for behaviour cloning). Writes JSON {"success_rate", "ci95", "epi
 "policy", "stage", "step", "seed", "results": [per task x split: success_rate, ci95, mean_length, ...],
 "videos": [...]} and GIFs of the first --videos episodes of every cell (beside --out, or in --video_dir),
 and prints a table.
+
+With --world_model, the policies (a comma list of train_policy workdirs) run instead from the same id starts
+in that world model and in the simulator (imagined against real success: does the model rank them as the
+world does? rsr/stages/gap.py):
+
+    python -m experiments.evaluate --policy=runs/bc,runs/ppo --world_model=runs/world_model \
+        --task=pick_cube --gap_starts=64 --gap_offset=10 --horizon=16 --out=runs/gap.json
 """
 
 from __future__ import annotations
@@ -32,6 +39,12 @@ _NOISE = flags.DEFINE_float("noise", 0.0, "Std of Gaussian noise added to the ex
 _BATCH = flags.DEFINE_integer("batch_size", 100, "Episodes simulated in parallel.")
 _VIDEOS = flags.DEFINE_integer("videos", None, "Episodes per task and split written as a GIF (default: 2 for a "
                                "checkpoint; 0 for the expert, whose evaluation otherwise renders no pixels).")
+_WORLD_MODEL = flags.DEFINE_string("world_model", None, "A train_world_model workdir: report imagined against real "
+                                   "success of the --policy list from the same starts instead.")
+_GAP_STARTS = flags.DEFINE_integer("gap_starts", 64, "With --world_model: expert id episodes to start from.")
+_GAP_OFFSET = flags.DEFINE_integer("gap_offset", 0, "With --world_model: expert steps before each start's context "
+                                   "(0: first frames, where only false successes show).")
+_HORIZON = flags.DEFINE_integer("horizon", 16, "With --world_model: steps from each start.")
 _VIDEO_DIR = flags.DEFINE_string("video_dir", None, "Where the GIFs go (default: videos/ beside --out; without "
                                  "either, no videos).")
 
@@ -54,6 +67,8 @@ def main(argv):
     raise app.UsageError(f"--noise must be >= 0, got {_NOISE.value}")
   if _VIDEOS.value is not None and not 0 <= _VIDEOS.value <= _EPISODES.value:
     raise app.UsageError(f"--videos must be in [0, --episodes={_EPISODES.value}], got {_VIDEOS.value}")
+  if _WORLD_MODEL.value:
+    return _gap()
   splits = checks.expand(_SPLIT.value, SPLITS, "split")
   if _TASK.value:
     tasks = checks.expand(_TASK.value, TASK_NAMES, "task")
@@ -95,6 +110,29 @@ def main(argv):
     written.append(media.write_json(_OUT.value, summary))
   for w in written:
     print(f"wrote {os.path.abspath(w)}")
+
+
+def _gap():
+  from rsr.envs import TASK_NAMES
+  from rsr.stages import gap
+  from rsr.stages import trained as trained_lib
+  from rsr.utils import media
+
+  for flag in (_GAP_STARTS, _HORIZON):
+    if flag.value <= 0:
+      raise app.UsageError(f"--{flag.name} must be positive, got {flag.value}")
+  if _GAP_OFFSET.value < 0:
+    raise app.UsageError(f"--gap_offset must be >= 0, got {_GAP_OFFSET.value}")
+  policies = [trained_lib.load(p) for p in _POLICY.value.split(",") if p]
+  tasks = {p.task for p in policies if p.task}
+  task = _TASK.value or (tasks.pop() if len(tasks) == 1 else "")
+  if task not in TASK_NAMES:
+    raise app.UsageError(f"--task: name one of {', '.join(TASK_NAMES)} (the policies do not agree on one)")
+  result = gap.report(policies, _WORLD_MODEL.value, task, _GAP_STARTS.value, _GAP_OFFSET.value, _HORIZON.value,
+                      seed=_SEED.value)
+  print(gap.table(result))
+  if _OUT.value:
+    print(f"wrote {os.path.abspath(media.write_json(_OUT.value, result))}")
 
 
 if __name__ == "__main__":

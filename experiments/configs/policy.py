@@ -109,6 +109,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   r.lpips_weights = ""  # an npz on disk (rsr/rewards/distance.py says how to make one)
   # "level": the paper's 1 - d at every step; "change": d_{t-1} - d_t (potential-based, rsr/rewards/endogenous.py).
   r.align = "level"
+  # True: a success also pays w_align for every step left to the horizon (finishing never earns less than
+  # lingering short of done; level only; rsr/rewards/endogenous.py). Off: the paper.
+  r.success_fill = False
   r.w_align = 1.0
   r.w_done = 10.0
   r.tau = 0.9
@@ -125,6 +128,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   # Imagined vs real success of the BC start and the PPO result from the same id scenes (world model only;
   # rsr/eval/exploitation.py): how many paired starts (0: skip).
   e.gap_starts = {"tiny": 4, "cpu": 64, "paper": 128}[preset]
+  e.gap_offset = 0  # expert steps before each start's context (0: first frames, where only false successes show)
   # The dyna stage (rsr/stages/dyna.py; `--config.stages=bc,dyna`): rounds of PPO in the world model (ppo.updates
   # split over them), `episodes` real episodes of the policy each, and `wm_steps` fine-tuning the dynamics and
   # done head on the demonstrations plus those episodes (`repeat` times each) at `wm_lr`.

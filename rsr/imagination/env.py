@@ -33,7 +33,7 @@ from flax import struct
 
 from rsr.envs import core
 from rsr.rewards import distance as dist_lib
-from rsr.rewards.endogenous import RewardConfig, endogenous_reward
+from rsr.rewards.endogenous import RewardConfig, endogenous_reward, fill
 from rsr.world_model import dynamics as dyn
 from rsr.world_model import generate
 from rsr.world_model.tokenizer import Tokenizer
@@ -232,6 +232,8 @@ class WorldModelEnv(core.Env):
     step = inn.step + 1
     truncated = ((step >= self.config.horizon) | unsure) & ~success
     reward, d = self._reward(rgb, tokens, done_prob, inn)
+    if self.config.reward.kind == "endogenous":
+      reward = reward + fill(success, self.config.horizon - step, self.config.reward)
     inner = inn.replace(cache=cache, tokens=tokens, key=key, step=step, distance=d, surprise=surprise)
     info = dict(states.info, success=success, truncated=truncated, step=step, done_prob=done_prob, distance=d,
                 confidence=confidence, surprise=surprise, unsure=unsure)

@@ -10,6 +10,12 @@ of its level, w_align * (d(frame_{t-1}, goal) - d(frame_t, goal)): a potential-b
 & Russell 1999, with discount 1) whose sum over an episode is d_0 - d_T whatever its length, so that
 lingering short of "done" earns nothing, where the level pays up to w_align at every step it lasts.
 
+`success_fill` keeps the level and removes what makes it pay lingering: success ends the episode, so every
+step the policy spends short of "done" earns up to w_align more than finishing does. With the switch the
+success step also pays w_align for each step left to the horizon, as if the goal state were absorbing and
+aligned (d = 0) until then; finishing then never earns less than lingering. The env adds it (it knows the
+step and the horizon): `fill(...)`.
+
 Two other kinds exist for comparison: "learned" (a reward head trained on the dataset's handcrafted rewards,
 `learned.py`: the exogenous baseline) and "handcrafted" (the simulator's own reward: only meaningful when
 acting in the simulator).
@@ -36,6 +42,7 @@ class RewardConfig:
   distance: str = "features"  # of the endogenous reward: tokenizer encoder (default), pixels, tokens, lpips
   lpips_weights: str = ""  # the npz of distance.LPIPS; required when distance == "lpips"
   align: str = "level"  # one of ALIGNS: the paper pays the level 1 - d; "change" pays d_{t-1} - d_t
+  success_fill: bool = False  # level only: success also pays w_align for every step left (see the docstring)
   w_align: float = 1.0  # the paper's defaults: 1, 10, 0.9
   w_done: float = 10.0
   tau: float = 0.9
@@ -47,6 +54,9 @@ class RewardConfig:
       raise ValueError(f"reward distance must be one of {DISTANCES}, got {self.distance!r}")
     if self.align not in ALIGNS:
       raise ValueError(f"reward align must be one of {ALIGNS}, got {self.align!r}")
+    if self.success_fill and self.align != "level":
+      raise ValueError("reward success_fill pays the level an absorbing goal would earn; align 'change' pays "
+                       "nothing there (set align to 'level' or success_fill to False)")
     # Only the endogenous reward reads a distance: another kind need not ship LPIPS weights.
     if self.kind == "endogenous" and self.distance == "lpips":
       if not self.lpips_weights:
@@ -77,3 +87,11 @@ def endogenous_reward(distance: jax.Array, done_prob: jax.Array, cfg: RewardConf
   # tau is compared in f32: done_prob == f32(0.9) earns the bonus, as the reference's ">= 0.9" does.
   done = jnp.asarray(done_prob, jnp.float32) >= jnp.float32(cfg.tau)
   return align + cfg.w_done * done.astype(jnp.float32)
+
+
+def fill(success: jax.Array, steps_left: jax.Array, cfg: RewardConfig) -> jax.Array:
+  """success bool[B], steps_left i32[B] (to the horizon, after this step) -> f32[B]: what `success_fill`
+  adds to the reward (zeros when it is off)."""
+  if not cfg.success_fill:
+    return jnp.zeros(jnp.shape(success), jnp.float32)
+  return cfg.w_align * jnp.where(success, jnp.maximum(steps_left, 0), 0).astype(jnp.float32)

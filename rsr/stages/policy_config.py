@@ -156,7 +156,7 @@ def check(config, stages: tuple[str, ...] | list[str] | None = None, ds=None) ->
   except ValueError as err:
     raise ValueError(f"eval.splits: {err}") from None
   checks.positive(e, "eval", "episodes")
-  checks.non_negative(e, "eval", "videos")
+  checks.non_negative(e, "eval", "videos", "gap_starts", "gap_offset")
   if config.env != "world_model":
     return
   w = config.wm_env

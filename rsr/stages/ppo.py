@@ -133,30 +133,31 @@ def run(config, workdir: str, ds, progress: bool = True, max_steps_this_run: int
   summary = {"updates": calls * p.updates_per_call, "env": config.env, "reward": config.reward,
              "task": config.task, **last}
   if wm is not None and config.eval.gap_starts:
-    summary["exploitation"] = exploitation_report(config, ds, wm, model.apply,
-                                                  {"bc" if start is None else "start": params,
-                                                   "ppo": jax.device_get(state.params)})
+    use_goal = config.agent.use_goal
+    summary["exploitation"] = exploitation_report(config, ds, wm, {
+        "bc" if start is None else "start": agent_policy(model.apply, params, use_goal),
+        "ppo": agent_policy(model.apply, jax.device_get(state.params), use_goal)})
   if sharding.lead():
     media.write_json(os.path.join(workdir, "tables", "ppo.json"), summary)
   return summary
 
 
-def exploitation_report(config, ds, wm: environments.WorldModelParts, apply_fn, named_params: dict) -> dict:
-  """Imagined vs real success of each of `named_params` (e.g. the BC start and the PPO result) from the same
-  eval.gap_starts id scenes, over wm_env.horizon steps (rsr/eval/exploitation.py); the starts' goals are
-  the expert's real success frames."""
+def exploitation_report(config, ds, wm: environments.WorldModelParts, policies: dict) -> dict:
+  """Imagined vs real success of each of `policies` (name -> rollout.Policy, e.g. the BC start and the PPO
+  result) from the same eval.gap_starts id scenes after eval.gap_offset expert steps, over wm_env.horizon
+  steps (rsr/eval/exploitation.py); the starts' goals are the expert's real success frames."""
   env = registry.make(config.task, height=ds.spec.height, width=ds.spec.width)
   starts = exploitation.paired_starts(env, wm.encode_video, jax.random.PRNGKey(config.seed + 400), "id",
-                                      config.eval.gap_starts, config.wm_env.context)
+                                      config.eval.gap_starts, config.wm_env.context, config.eval.gap_offset)
   imagined = wm.make(wm.params, starts.bank)
   key = jax.random.PRNGKey(config.seed + 401)
-  return {name: exploitation.gap(env, imagined, agent_policy(apply_fn, p, config.agent.use_goal), starts, key,
-                                 config.wm_env.horizon) for name, p in named_params.items()}
+  return {name: exploitation.gap(env, imagined, policy, starts, key, config.wm_env.horizon)
+          for name, policy in policies.items()}
 
 
 # Switches added after PPO checkpoints were written, with the value those checkpoints ran with: at that value
 # a switch is left out of the identity, so that they still load.
-_COMPAT_OLD = {"wm_env": {"max_surprise": 0.0}, "rewards": {"align": "level"},
+_COMPAT_OLD = {"wm_env": {"max_surprise": 0.0}, "rewards": {"align": "level", "success_fill": False},
                "ppo": {"actor_lr": 0.0, "critic_lr": 0.0}}
 
 

@@ -193,6 +193,11 @@ def test_endogenous_reward_by_hand():
                              rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="align 'change' needs the previous frame's distance"):
     endogenous.endogenous_reward(d, done, change)
+  # success_fill: a success pays w_align for every step left; nothing elsewhere, nothing when off
+  success, left = jnp.array([True, False, True, True]), jnp.array([5, 5, 0, -1])
+  np.testing.assert_allclose(endogenous.fill(success, left, endogenous.RewardConfig(success_fill=True, w_align=2.0)),
+                             [10.0, 0.0, 0.0, 0.0])
+  np.testing.assert_allclose(endogenous.fill(success, left, cfg), 0.0)
 
 
 def test_reward_config_errors(tmp_path):
@@ -203,7 +208,8 @@ def test_reward_config_errors(tmp_path):
          (dict(distance="lpips"), "reward lpips_weights must name the LPIPS npz"),
          (dict(distance="lpips", lpips_weights=str(tmp_path / "x.npz")), r"reward lpips_weights: no file .*x\.npz"),
          (dict(w_done=-1.0), "reward w_done must be a finite number >= 0"),
-         (dict(tau=1.5), r"reward tau must be a probability in \[0, 1\]")]
+         (dict(tau=1.5), r"reward tau must be a probability in \[0, 1\]"),
+         (dict(align="change", success_fill=True), "reward success_fill pays the level an absorbing goal")]
   for kw, msg in bad:
     with pytest.raises(ValueError, match=msg):
       endogenous.RewardConfig(**kw).validate()

@@ -15,7 +15,7 @@ from data_pipelines import open_dataset, tokenized
 from experiments.configs import policy as policy_configs
 from rsr.stages import bc as stage_bc
 from rsr.stages import dyna as stage_dyna
-from rsr.stages import policy_config
+from rsr.stages import gap, policy_config
 from rsr.stages import trained as trained_lib
 from rsr.stages import world_model as wm_stages
 from rsr.utils import media
@@ -90,6 +90,17 @@ def test_dyna_round_appends_episodes_and_resumes_exactly(tiny_dataset, tiny_worl
   assert any(not np.array_equal(x, y) for x, y in zip(_leaves(base), _leaves(tuned), strict=True))
   t = trained_lib.load(straight)
   assert t.stage == "dyna" and t.finished and t.task == c.task
+
+  # The gap report of finished policies in any world model: the same weights from two workdirs, the same row.
+  report = gap.report([t, trained_lib.load(killed)], tiny_world_model, c.task, starts=2, offset=1, horizon=2,
+                      progress=False)
+  rows = list(report["policies"].values())
+  assert len(rows) == 2 and rows[0] == rows[1] and report["spearman"]["imagined_success"] is None
+  r = rows[0]
+  assert r["agreement"] + r["imagined_only"] + r["real_only"] == pytest.approx(1.0)
+  assert 0 <= r["real_success"] <= 1 and np.isfinite(r["imagined_return"])
+  with pytest.raises(ValueError, match="named twice"):
+    gap.report([t, t], tiny_world_model, c.task, starts=2, offset=1, horizon=2, progress=False)
 
 
 @pytest.mark.parametrize("change, message", [

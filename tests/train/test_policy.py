@@ -104,6 +104,32 @@ def test_change_alignment_pays_the_distance_change(wm):
   assert np.abs(np.concatenate(changes)).max() > 1e-4  # the frames moved relative to the goal
 
 
+def test_success_fill_pays_the_steps_left(wm):
+  """rewards.success_fill: a success at step t also pays w_align (H - t), the level an aligned absorbing goal
+  would earn to the horizon. With the threshold near 0 every env succeeds at its first step."""
+  c, ds, _, _, _ = wm
+  h = c.wm_env.horizon
+  rewards = {}
+  for fill in (False, True):
+    cf = _config(c.data_dir, c.world_model_dir, **{"rewards.success_fill": fill, "rewards.w_align": 2.0,
+                                                   "wm_env.done_threshold": 1e-6, "rewards.tau": 0.0})
+    make_env, params, _ = environments.world_model_env(cf, ds, progress=False)
+    env = make_env(params)
+    while hasattr(env, "env"):
+      env = env.env
+    n = 3
+    state = jax.jit(env.batch_reset)(jax.random.split(jax.random.PRNGKey(0), n), jnp.full((n,), -1, jnp.int32))
+    state = jax.jit(env.batch_step)(state, jnp.zeros((n, 5), jnp.float32))
+    assert np.asarray(state.info["success"]).all() and (np.asarray(state.info["step"]) == 1).all()
+    want = 2.0 * (1 - np.asarray(state.info["distance"])) + 10.0 + (2.0 * (h - 1) if fill else 0.0)
+    np.testing.assert_allclose(np.asarray(state.reward), want, rtol=1e-5)
+    rewards[fill] = np.asarray(state.reward)
+  np.testing.assert_allclose(rewards[True] - rewards[False], 2.0 * (h - 1), rtol=1e-5)
+  with pytest.raises(ValueError, match="success_fill pays the level"):
+    policy_config.check(_config(c.data_dir, c.world_model_dir,
+                                **{"rewards.success_fill": True, "rewards.align": "change"}))
+
+
 def test_exploit_guard_withholds_done_where_the_model_is_unsure(wm):
   """wm_env.max_surprise: once an imagined episode's summed -log(frame confidence) passes it, the step pays no
   done bonus and ends the episode as truncated. A deliberately corrupted world model (dynamics weights
