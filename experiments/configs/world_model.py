@@ -90,6 +90,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   dt.mask_schedule = "uniform" if recipe else "cosine"  # cosine: MaskGIT's; uniform: r ~ U(mask_min, 1), Genie's
   dt.mask_min = 0.5
   dt.context_noise = 0.0  # tried at cpu: no gain, a weaker guard (docs/decisions.md)
+  dt.self_context = 0.0  # share of windows read through the model's own guess (dynamics_train.py)
   dt.action_dropout = 0.0
   dt.changed_weight = 5.0 if recipe else 1.0  # cross-entropy weight of tokens that change from the previous frame
   dt.done_input = "masked"  # what the done head trains on: masked | visible | predicted frames

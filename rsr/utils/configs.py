@@ -71,6 +71,7 @@ ADDED: dict[str, dict[str, Any]] = {
         "dynamics_train.mask_schedule": "cosine",
         "dynamics_train.mask_min": 0.5,
         "dynamics_train.context_noise": 0.0,
+        "dynamics_train.self_context": 0.0,
         "dynamics_train.action_dropout": 0.0,
         "dynamics_train.changed_weight": 1.0,
         "dynamics_train.done_input": "masked",

@@ -8,6 +8,12 @@ Context noise (DIAMOND's noise augmentation, in tokens): each window draws a rat
 and replaces that share of the visible input tokens and of the previous-frame input with random codes, so
 that the model learns to read imperfect pasts as imagination will feed it. Action dropout: each frame's
 action is hidden (the no-action token) with probability action_dropout.
+Self context (scheduled sampling, Bengio et al. 2015, in MaskGIT form): a first pass without gradient
+guesses every masked token of the window (greedy); in a share `self_context` of the windows the training pass
+then reads those guesses in place of the real frames, as visible tokens and as the previous-frame input,
+while its targets stay the real tokens. Teacher forcing only ever shows the model real pasts; imagination
+shows it its own, which lag where it was unsure (too few tokens move a step), and a lag it has never seen it
+cannot make up. Unlike context noise (random codes), these errors are the model's own.
 Changed-token weight: a masked token that differs from the previous frame's token at its position
 counts changed_weight times in the cross-entropy (1: plain MaskGIT). About 85% of targets are copies of
 the previous frame; without a weight their easy loss dominates the gradient that motion has to share.
@@ -57,11 +63,12 @@ class DynamicsTrainConfig:
   action_dropout: float = 0.0
   changed_weight: float = 1.0
   done_input: str = "masked"  # one of DONE_INPUTS (module docstring)
+  self_context: float = 0.0  # share of windows whose context is the model's own guess (module docstring)
 
   def validate(self) -> "DynamicsTrainConfig":
     if self.mask_schedule not in MASK_SCHEDULES:
       raise ValueError(f"mask_schedule must be one of {MASK_SCHEDULES}, got {self.mask_schedule!r}")
-    for name in ("mask_min", "context_noise", "action_dropout"):
+    for name in ("mask_min", "context_noise", "action_dropout", "self_context"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
     if self.done_input not in DONE_INPUTS:
@@ -122,10 +129,13 @@ def losses(model: Dynamics, params, batch: dict, key: jax.Array, cfg: "DynamicsT
   k_mask, k_in, k_prev, k_act = jax.random.split(key, 4)
   masked = sample_mask(k_mask, tokens.shape, cfg.mask_schedule, cfg.mask_min) & valid[..., None]
   visible, prev_source = tokens, tokens
+  if cfg.self_context:
+    # fold_in, not a fifth split: runs without self context keep their random streams
+    visible = prev_source = own_guess(model, params, batch, jax.random.fold_in(key, 1), cfg)
   if cfg.context_noise:
     vocab = model.cfg.vocab
-    visible = corrupt(k_in, tokens, cfg.context_noise, vocab)
-    prev_source = corrupt(k_prev, tokens, cfg.context_noise, vocab)
+    visible = corrupt(k_in, visible, cfg.context_noise, vocab)
+    prev_source = corrupt(k_prev, prev_source, cfg.context_noise, vocab)
   inputs = jnp.where(masked, model.cfg.mask_id, visible)
   seen = (jax.random.uniform(k_act, tokens.shape[:2]) >= cfg.action_dropout) if cfg.action_dropout else None
   logits, done_logit = model.apply(params, inputs, batch["action"], batch["task"], prev_source, seen)
@@ -150,6 +160,21 @@ def losses(model: Dynamics, params, batch: dict, key: jax.Array, cfg: "DynamicsT
   loss = ce + cfg.done_weight * done_mse
   return loss, {"loss": loss, "ce": ce, "token_acc": acc, "changed_acc": changed_acc,
                 "changed_frac": changed.sum() / n_masked, "done_mse": done_mse}
+
+
+def own_guess(model: Dynamics, params, batch: dict, key: jax.Array, cfg: "DynamicsTrainConfig") -> jax.Array:
+  """i32[B, T, N]: the window as the model reconstructs it (module docstring, "Self context"): in a share
+  cfg.self_context of the windows, each frame's tokens under a fresh training mask replaced by the most
+  likely ones (no gradient); the other windows, and every first frame, stay real."""
+  tokens = batch["tokens"].astype(jnp.int32)
+  k_mask, k_pick = jax.random.split(key)
+  hidden = sample_mask(k_mask, tokens.shape, cfg.mask_schedule, cfg.mask_min) & batch["mask"][..., None]
+  mc = model.cfg
+  logits, _ = model.apply(jax.lax.stop_gradient(params), jnp.where(hidden, mc.mask_id, tokens), batch["action"],
+                          batch["task"], tokens)
+  guess = token_head.greedy(mc.output, mc.levels, logits)[0]
+  pick = jax.random.uniform(k_pick, tokens.shape[:1]) < cfg.self_context
+  return jnp.where(pick[:, None, None] & hidden, guess, tokens)
 
 
 def done_head_only(params):

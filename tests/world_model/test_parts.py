@@ -225,6 +225,36 @@ def test_loss_and_changed_token_metrics_by_hand():
   assert float(metrics["changed_acc"]) == pytest.approx(right[changed].mean())
 
 
+def test_self_context_reads_the_models_own_guess():
+  """With self_context the training pass reads the model's greedy guess of the window (first frames and
+  unhidden tokens real) as its visible tokens and previous-frame input, and is scored on the real tokens;
+  a share of 0 of the windows is the plain loss."""
+  cfg = dyn.DynamicsConfig(vocab=20, tokens_per_frame=8, d_model=32, layers=1, heads=4, window=3,
+                           prev_frame_input=True)
+  m = dyn.Dynamics(cfg)
+  k = jax.random.PRNGKey(5)
+  tokens = jax.random.randint(k, (6, 3, 8), 0, 20)
+  batch = {"tokens": tokens, "action": jax.random.normal(k, (6, 3, 5)), "task": jnp.zeros((6,), jnp.int32),
+           "done": jnp.zeros((6, 3)), "mask": jnp.ones((6, 3), bool)}
+  p = m.init(k, tokens, batch["action"], batch["task"])
+  trn = lambda share: dynamics_train.DynamicsTrainConfig(done_weight=0.0, self_context=share)  # noqa: E731
+  guess = np.asarray(dynamics_train.own_guess(m, p, batch, jax.random.fold_in(k, 1), trn(1.0)))
+  tok = np.asarray(tokens)
+  np.testing.assert_array_equal(guess[:, 0], tok[:, 0])
+  assert (guess != tok).any()  # an untrained model guesses wrong
+  np.testing.assert_array_equal(dynamics_train.own_guess(m, p, batch, k, trn(0.0)), tok)
+
+  mask = np.asarray(dynamics_train.sample_mask(jax.random.split(k, 4)[0], tokens.shape))
+  logits, _ = m.apply(p, jnp.where(mask, cfg.mask_id, guess), batch["action"], batch["task"], guess)
+  ce = np.take_along_axis(np.asarray(-jax.nn.log_softmax(logits)), tok[..., None], -1)[..., 0]
+  loss = dynamics_train.losses(m, p, batch, k, trn(1.0))[0]
+  np.testing.assert_allclose(loss, ce[mask].mean(), rtol=1e-5)
+  plain = dynamics_train.losses(m, p, batch, k, trn(0.0))[0]
+  assert abs(float(plain) - float(loss)) > 1e-4
+  with pytest.raises(ValueError, match="self_context"):
+    dynamics_train.DynamicsTrainConfig(self_context=1.5).validate()
+
+
 @pytest.mark.parametrize("done_input", ["visible", "predicted"])
 def test_done_head_reads_complete_frames(done_input):
   """With done_input visible / predicted the done loss is the head's on the unmasked window / on the
