@@ -58,8 +58,8 @@ _DATA_STEPS = flags.DEFINE_integer("data_steps", 50, "data: batches timed per me
 _WM_PRESET = flags.DEFINE_string("wm_preset", "cpu", "world_model: preset of configs/world_model.py.")
 _WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagined in parallel.")
 _WM_OUTPUT = flags.DEFINE_string("wm_output", "", "world_model: the token head, codes | digits ('': the preset's).")
-_WM_SELF_CONTEXT = flags.DEFINE_float("wm_self_context", 0.0, "world_model: dynamics_train.self_context of the "
-                                      "timed training step (its extra guessing pass).")
+_WM_SELF_CONTEXT = flags.DEFINE_float("wm_self_context", None, "world_model: dynamics_train.self_context of the "
+                                      "timed training step (its extra guessing pass; default: the preset's).")
 _IMAG_ENVS = flags.DEFINE_integer("imag_envs", 256, "imagination: environments of the fused step.")
 _IMAG_REF_STEPS = flags.DEFINE_integer("imag_reference_steps", 6, "imagination: steps timed on the reference loop.")
 _IMAG_GUIDANCE = flags.DEFINE_float("imag_guidance", 1.0, "imagination: also time the fused step with this action "
@@ -227,12 +227,15 @@ def bench_data(data_dir: str | None, episodes: int, size: int, batch: int, windo
       tmp.cleanup()
 
 
-def bench_world_model(preset: str, envs: int, output: str = "", self_context: float = 0.0) -> dict:
+def bench_world_model(preset: str, envs: int, output: str = "", self_context: float | None = None) -> dict:
+  """The preset's dynamics training step (its dynamics_train settings; self_context overrides the preset's) and
+  its imagination, cached against the uncached reference design, on random tokens and weights."""
   import jax
   import jax.numpy as jnp
 
   from experiments.configs import world_model as wm_configs
   from rsr.stages import tokenizer as stage_tokenizer
+  from rsr.stages import world_model as wm_stages
   from rsr.world_model import dynamics as dyn
   from rsr.world_model import dynamics_train, generate
 
@@ -245,7 +248,9 @@ def bench_world_model(preset: str, envs: int, output: str = "", self_context: fl
   side, views = (128 // tcfg.downsample, 2) if paper_like else (64 // tcfg.downsample, 1)
   mcfg = dynamics_train.dynamics_config(c, tcfg.codebook_size, views * side * side, "action")
   model = dyn.Dynamics(mcfg)
-  trn = dynamics_train.DynamicsTrainConfig(batch_size=c.dynamics_train.batch_size, self_context=self_context)
+  if self_context is not None:
+    c.dynamics_train.self_context = self_context
+  trn = wm_stages.train_config(c)
   state = dynamics_train.init_state(model, trn, jax.random.PRNGKey(0))
   step = dynamics_train.make_train_step(model, trn)
   b, w, n = trn.batch_size, mcfg.window, mcfg.tokens_per_frame
@@ -294,7 +299,7 @@ def bench_world_model(preset: str, envs: int, output: str = "", self_context: fl
   return {
       "preset": preset, "output": c.dynamics.output, "params": dyn.param_count(params), "window": w,
       "tokens_per_frame": n,
-      "train_batch": b, "self_context": self_context, "train_step_s": train_time,
+      "train_batch": b, "self_context": trn.self_context, "train_step_s": train_time,
       "train_tokens_per_s": b * w * n / train_time,
       "train_windows_per_s": b / train_time, "train_gflop_per_step": flops / 1e9,
       "train_gflop_per_s": flops / 1e9 / train_time, "matmul_flops_per_s": mm, "dtype": mcfg.dtype,
