@@ -32,6 +32,13 @@ class Wrapper(core.Env):
     return getattr(self.env, name)
 
 
+def unwrap(env: core.Env) -> core.Env:
+  """The env under every wrapper (e.g. the single WorldModelEnv under the batch wrappers)."""
+  while isinstance(env, Wrapper):
+    env = env.env
+  return env
+
+
 class EpisodeStats(Wrapper):
   """Tracks the running episode's return and length, and the last finished episode's.
 

@@ -212,9 +212,7 @@ def _videos(config, workdir: str, evaluate_sim, params, splits) -> None:
 def _imagined_video(config, workdir: str, make_env, env_params, apply_fn, params) -> None:
   """videos/imagined.gif: the final policy's episodes inside the world model, each imagined frame beside
   the goal image the reward aims at."""
-  env = make_env(env_params)
-  while isinstance(env, wrappers.Wrapper):  # the single world-model env under the batch wrappers
-    env = env.env
+  env = wrappers.unwrap(make_env(env_params))
   n = config.eval.videos
   run = jax.jit(lambda p, k: rollout_lib.rollout(env, agent_policy(apply_fn, p, config.agent.use_goal), k,
                                                  jnp.full((n,), -1, jnp.int32), env.horizon, trajectory=True))

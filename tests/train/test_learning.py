@@ -87,19 +87,12 @@ def _wm_config(tiny_dataset: str, world_model_dir: str):
   return c
 
 
-def _plain(env):
-  """The WorldModelEnv under the batch wrappers."""
-  while isinstance(env, wrappers.Wrapper):
-    env = env.env
-  return env
-
-
 @pytest.fixture(scope="module")
 def wm_setup(tiny_dataset, learned_world_model):
   c = _wm_config(tiny_dataset, learned_world_model)
   ds = open_dataset(tiny_dataset)
   make_env, env_params, bank = environments.world_model_env(c, ds, progress=False)
-  return c, ds, make_env, env_params, bank, _plain(make_env(env_params))
+  return c, ds, make_env, env_params, bank, wrappers.unwrap(make_env(env_params))
 
 
 def test_imagination_depends_on_actions(wm_setup):
@@ -168,7 +161,7 @@ def test_ppo_raises_endogenous_return_in_world_model(wm_setup):
   c = c.copy_and_resolve_references()
   c.rewards.tau = min(float(c.rewards.tau), float(np.quantile(np.asarray(peaks), TAU_QUANTILE)))
   make_env, env_params, _ = environments.world_model_env(c, ds, progress=False)
-  env = _plain(make_env(env_params))
+  env = wrappers.unwrap(make_env(env_params))
 
   @jax.jit
   def evaluate(p):
