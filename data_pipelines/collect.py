@@ -63,6 +63,7 @@ class CollectConfig:
   noise_levels: tuple[float, ...]
   noise_weights: tuple[float, ...]
   explore_fraction: float
+  train_explore_fraction: float  # the train split's share (the preset's None resolved to explore_fraction)
   explore_segment_prob: float
   explore_segment_len: tuple[int, int]
   steps_after_success: int
@@ -89,8 +90,11 @@ class CollectConfig:
       raise ValueError(f"noise_levels {levels} and noise_weights {weights} must be non-empty and of equal length")
     if any(w < 0 for w in weights) or sum(weights) <= 0 or any(x < 0 for x in levels):
       raise ValueError("noise_levels and noise_weights must be non-negative with a positive total weight")
-    if not 0.0 <= float(c["explore_fraction"]) <= 1.0:
-      raise ValueError(f"explore_fraction must be in [0, 1], got {c['explore_fraction']}")
+    train_explore = c.get("train_explore_fraction")
+    train_explore = c["explore_fraction"] if train_explore is None else train_explore
+    for name, v in (("explore_fraction", c["explore_fraction"]), ("train_explore_fraction", train_explore)):
+      if not 0.0 <= float(v) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {v}")
     TabletopConfig(height=c["image_size"], width=c["image_size"], cameras=tuple(c["cameras"])).validate()
     splits = [("train", "id", c["train_episodes"])]
     if c["val_episodes"]:
@@ -99,7 +103,7 @@ class CollectConfig:
     return cls(tasks=tasks, seed=c["seed"], height=c["image_size"], width=c["image_size"],
                cameras=tuple(c["cameras"]), shadows=bool(c["shadows"]), splits=tuple(splits),
                batch_size=c["batch_size"], noise_levels=levels, noise_weights=weights,
-               explore_fraction=float(c["explore_fraction"]),
+               explore_fraction=float(c["explore_fraction"]), train_explore_fraction=float(train_explore),
                explore_segment_prob=float(c["explore_segment_prob"]),
                explore_segment_len=tuple(int(x) for x in c["explore_segment_len"]),
                steps_after_success=c["steps_after_success"])
@@ -143,7 +147,8 @@ def plan(cfg: CollectConfig) -> list[Chunk]:
 
 def behaviour_mix(cfg: CollectConfig, task: str, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-episode (noise f32[n], explore bool[n]) of a task x split: exact shares, seeded order."""
-  n_explore = int(round(cfg.explore_fraction * n))
+  fraction = cfg.train_explore_fraction if split == "train" else cfg.explore_fraction
+  n_explore = int(round(fraction * n))
   w = np.asarray(cfg.noise_weights) / sum(cfg.noise_weights)
   raw = w * (n - n_explore)
   counts = np.floor(raw).astype(int)

@@ -105,6 +105,21 @@ def test_behaviour_mix_is_exact_and_seeded():
   assert not np.array_equal(noise, n3)  # each task x split has its own order
 
 
+def test_train_explore_fraction_leaves_held_out_splits_alone():
+  base = collect.CollectConfig.from_config(tiny_config())
+  c = tiny_config()
+  c.train_explore_fraction = 0.5
+  cfg = collect.CollectConfig.from_config(c)
+  assert collect.behaviour_mix(cfg, "push_cube", "train", 200)[1].sum() == 100
+  for split in ("val", "ood_all"):
+    for a, b in zip(collect.behaviour_mix(cfg, "push_cube", split, 200),
+                    collect.behaviour_mix(base, "push_cube", split, 200), strict=True):
+      np.testing.assert_array_equal(a, b)
+  c.train_explore_fraction = 1.5
+  with pytest.raises(ValueError, match="train_explore_fraction"):
+    collect.CollectConfig.from_config(c)
+
+
 def test_episode_ends():
   s = np.zeros((11, 3), bool)
   s[4:, 0] = True  # succeeds at 4 -> ends at 4 + 2
