@@ -63,7 +63,10 @@ class CollectConfig:
   noise_levels: tuple[float, ...]
   noise_weights: tuple[float, ...]
   explore_fraction: float
-  train_explore_fraction: float  # the train split's share (the preset's None resolved to explore_fraction)
+  # The train split's mix: the preset's train_ fields, None resolved to the fields above.
+  train_noise_levels: tuple[float, ...]
+  train_noise_weights: tuple[float, ...]
+  train_explore_fraction: float
   explore_segment_prob: float
   explore_segment_len: tuple[int, int]
   steps_after_success: int
@@ -85,16 +88,20 @@ class CollectConfig:
       raise ValueError("train_episodes must be positive: a dataset needs a train split")
     if ood and c["ood_episodes"] == 0:
       raise ValueError(f"ood_episodes is 0 but ood_splits asks for {', '.join(ood)}")
-    levels, weights = tuple(float(x) for x in c["noise_levels"]), tuple(float(x) for x in c["noise_weights"])
-    if len(levels) != len(weights) or not levels:
-      raise ValueError(f"noise_levels {levels} and noise_weights {weights} must be non-empty and of equal length")
-    if any(w < 0 for w in weights) or sum(weights) <= 0 or any(x < 0 for x in levels):
-      raise ValueError("noise_levels and noise_weights must be non-negative with a positive total weight")
-    train_explore = c.get("train_explore_fraction")
-    train_explore = c["explore_fraction"] if train_explore is None else train_explore
-    for name, v in (("explore_fraction", c["explore_fraction"]), ("train_explore_fraction", train_explore)):
-      if not 0.0 <= float(v) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {v}")
+    mix = {}
+    for prefix in ("", "train_"):
+      get = lambda f, p=prefix: c[f] if not p or c.get(p + f) is None else c[p + f]  # noqa: E731
+      levels, weights = tuple(float(x) for x in get("noise_levels")), tuple(float(x) for x in get("noise_weights"))
+      if len(levels) != len(weights) or not levels:
+        raise ValueError(f"{prefix}noise_levels {levels} and {prefix}noise_weights {weights} must be non-empty "
+                         "and of equal length")
+      if any(w < 0 for w in weights) or sum(weights) <= 0 or any(x < 0 for x in levels):
+        raise ValueError(f"{prefix}noise_levels and {prefix}noise_weights must be non-negative with a positive "
+                         "total weight")
+      if not 0.0 <= float(get("explore_fraction")) <= 1.0:
+        raise ValueError(f"{prefix}explore_fraction must be in [0, 1], got {get('explore_fraction')}")
+      mix.update({f"{prefix}noise_levels": levels, f"{prefix}noise_weights": weights,
+                  f"{prefix}explore_fraction": float(get("explore_fraction"))})
     TabletopConfig(height=c["image_size"], width=c["image_size"], cameras=tuple(c["cameras"])).validate()
     splits = [("train", "id", c["train_episodes"])]
     if c["val_episodes"]:
@@ -102,8 +109,7 @@ class CollectConfig:
     splits += [(s, s, c["ood_episodes"]) for s in ood]
     return cls(tasks=tasks, seed=c["seed"], height=c["image_size"], width=c["image_size"],
                cameras=tuple(c["cameras"]), shadows=bool(c["shadows"]), splits=tuple(splits),
-               batch_size=c["batch_size"], noise_levels=levels, noise_weights=weights,
-               explore_fraction=float(c["explore_fraction"]), train_explore_fraction=float(train_explore),
+               batch_size=c["batch_size"], **mix,
                explore_segment_prob=float(c["explore_segment_prob"]),
                explore_segment_len=tuple(int(x) for x in c["explore_segment_len"]),
                steps_after_success=c["steps_after_success"])
@@ -147,13 +153,15 @@ def plan(cfg: CollectConfig) -> list[Chunk]:
 
 def behaviour_mix(cfg: CollectConfig, task: str, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-episode (noise f32[n], explore bool[n]) of a task x split: exact shares, seeded order."""
-  fraction = cfg.train_explore_fraction if split == "train" else cfg.explore_fraction
-  n_explore = int(round(fraction * n))
-  w = np.asarray(cfg.noise_weights) / sum(cfg.noise_weights)
+  train = split == "train"
+  levels = cfg.train_noise_levels if train else cfg.noise_levels
+  weights = cfg.train_noise_weights if train else cfg.noise_weights
+  n_explore = int(round((cfg.train_explore_fraction if train else cfg.explore_fraction) * n))
+  w = np.asarray(weights) / sum(weights)
   raw = w * (n - n_explore)
   counts = np.floor(raw).astype(int)
   counts[np.argsort(-(raw - counts), kind="stable")[: (n - n_explore) - counts.sum()]] += 1
-  noise = np.concatenate([np.full(k, lv, np.float32) for k, lv in zip(counts, cfg.noise_levels, strict=True)]
+  noise = np.concatenate([np.full(k, lv, np.float32) for k, lv in zip(counts, levels, strict=True)]
                          + [np.zeros(n_explore, np.float32)])
   explore = np.arange(n) >= n - n_explore
   order = np.random.default_rng([cfg.seed, _crc(task), _crc(split)]).permutation(n)

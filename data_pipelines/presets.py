@@ -8,8 +8,8 @@ paper  the paper's scale: about 500 demonstrations per task plus noisy and explo
 
 Every episode is the scripted expert with per-episode behaviour: expert episodes at each noise level in
 `noise_levels` (shares `noise_weights`), and a share `explore_fraction` of exploratory episodes in which
-segments of random actions interrupt the expert (data_pipelines/behaviour.py); `train_explore_fraction`
-sets the train split's share apart from the held-out splits'. Failed episodes are kept.
+segments of random actions interrupt the expert (data_pipelines/behaviour.py); the `train_` fields give
+the train split a mix of its own. Failed episodes are kept.
 OOD scenes are collected only into their own splits (named after the family) and never into train/val.
 """
 
@@ -42,8 +42,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   c.noise_levels = (0.0, 0.1, 0.3)
   c.noise_weights = (0.5, 0.3, 0.2)
   c.explore_fraction = 0.15
-  # The train split's own share of exploratory episodes (None: explore_fraction). Held-out splits keep
-  # explore_fraction, so world models trained on different mixes are scored on the same held-out episodes.
+  # The train split's own mix (None: the fields above). Held-out splits keep the fields above, so world
+  # models trained on different mixes are scored on the same held-out episodes.
+  c.train_noise_levels = config_dict.placeholder(tuple)
+  c.train_noise_weights = config_dict.placeholder(tuple)
   c.train_explore_fraction = config_dict.placeholder(float)
   c.explore_segment_prob = 0.15
   c.explore_segment_len = (2, 8)

@@ -109,8 +109,12 @@ def test_train_explore_fraction_leaves_held_out_splits_alone():
   base = collect.CollectConfig.from_config(tiny_config())
   c = tiny_config()
   c.train_explore_fraction = 0.5
+  c.train_noise_levels = (0.2, 0.6)
+  c.train_noise_weights = (1.0, 1.0)
   cfg = collect.CollectConfig.from_config(c)
-  assert collect.behaviour_mix(cfg, "push_cube", "train", 200)[1].sum() == 100
+  noise, explore = collect.behaviour_mix(cfg, "push_cube", "train", 200)
+  assert explore.sum() == 100
+  assert [(noise[~explore] == lv).sum() for lv in (0.2, 0.6)] == [50, 50]
   for split in ("val", "ood_all"):
     for a, b in zip(collect.behaviour_mix(cfg, "push_cube", split, 200),
                     collect.behaviour_mix(base, "push_cube", split, 200), strict=True):
