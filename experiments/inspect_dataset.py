@@ -1,4 +1,7 @@
-r"""Prints a dataset's card and writes a contact sheet of sampled episodes (first, middle, last frame per row).
+r"""Prints a dataset's card and how predictable its actions are from its states (per split: the held-out
+R^2 of a linear map from state and state change to the action, data_pipelines/predictability.py; near 1, a
+world model can predict the next frame without reading the action), and writes a contact sheet of sampled
+episodes (first, middle, last frame per row).
 
     python -m experiments.inspect_dataset --data_dir=runs/data [--split=train --episodes=8 --out=sheet.png]
 
@@ -49,6 +52,20 @@ def contact_sheet(ds, splits: list[str], per_split: int, seed: int):
   return media.grid(rows, pad=4)
 
 
+def action_predictability(ds, splits: list[str]) -> str:
+  """A markdown table: per split, the held-out R^2 of each action dimension from the states, and their mean."""
+  import numpy as np
+
+  from data_pipelines import predictability
+
+  lines = ["| split | steps | action R^2 from state (per dimension) | mean |", "|---|---|---|---|"]
+  for split in splits:
+    x, y = predictability.state_action_pairs(ds.read(split, i) for i in range(ds.num_episodes(split)))
+    r2 = predictability.action_r2(x, y)
+    lines.append(f"| {split} | {len(x)} | {', '.join(f'{v:.2f}' for v in r2)} | {np.mean(r2):.2f} |")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
   from data_pipelines import dataset as dataset_lib
@@ -60,6 +77,8 @@ def main(argv):
   splits = checks.expand(_SPLIT.value, ds.splits, "split")
   with open(os.path.join(ds.path, "card.md")) as f:
     print(f.read())
+  print("Actions predictable from the states (held-out linear R^2):\n")
+  print(action_predictability(ds, splits) + "\n")
   sheet = contact_sheet(ds, splits, _EPISODES.value, _SEED.value)
   out = _OUT.value
   if out is None:

@@ -57,6 +57,7 @@ def test_inspect_dataset(tiny_dataset, tmp_path):
            timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   assert "| push_cube | train | 6 |" in r.stdout and "contact sheet:" in r.stdout
+  assert "Actions predictable from the states" in r.stdout and "| ood_color |" in r.stdout
   from PIL import Image
   sheet = np.asarray(Image.open(out))
   # 3 splits x 2 rows, each row three 96x96 frames (16x16 upscaled) plus a label strip.
