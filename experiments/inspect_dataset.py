@@ -3,7 +3,8 @@ R^2 of a linear map from state and state change to the action, data_pipelines/pr
 world model can predict the next frame without reading the action), and writes a contact sheet of sampled
 episodes (first, middle, last frame per row).
 
-    python -m experiments.inspect_dataset --data_dir=runs/data [--split=train --episodes=8 --out=sheet.png]
+    python -m experiments.inspect_dataset --data_dir=runs/data [--split=train --episodes=8 --out=sheet.png
+        --r2_episodes=256]
 
 --data_dir is a collect workdir, a TFDS data_dir, or the dataset directory itself. The dataset is verified
 (shard sizes and checksums) before anything is read; problems are reported naming the file.
@@ -23,6 +24,9 @@ _SPLIT = flags.DEFINE_string("split", "all", "Split(s) to sample rows from: a na
 _EPISODES = flags.DEFINE_integer("episodes", 8, "Episodes (rows) sampled per split.")
 _OUT = flags.DEFINE_string("out", None, "Contact sheet PNG (default: contact_sheet.png in the collect workdir).")
 _SEED = flags.DEFINE_integer("seed", 0, "Which episodes are sampled.")
+_R2_EPISODES = flags.DEFINE_integer("r2_episodes", 256, "Episodes per split read for the action R^2 (a seeded "
+                                    "sample where a split holds more): reading every episode of a large split "
+                                    "takes minutes.")
 
 
 def contact_sheet(ds, splits: list[str], per_split: int, seed: int):
@@ -52,15 +56,18 @@ def contact_sheet(ds, splits: list[str], per_split: int, seed: int):
   return media.grid(rows, pad=4)
 
 
-def action_predictability(ds, splits: list[str]) -> str:
-  """A markdown table: per split, the held-out R^2 of each action dimension from the states, and their mean."""
+def action_predictability(ds, splits: list[str], episodes: int, seed: int) -> str:
+  """A markdown table: per split (at most `episodes` of it, a seeded sample), the held-out R^2 of each action
+  dimension from the states, and their mean."""
   import numpy as np
 
   from data_pipelines import predictability
 
   lines = ["| split | steps | action R^2 from state (per dimension) | mean |", "|---|---|---|---|"]
   for split in splits:
-    x, y = predictability.state_action_pairs(ds.read(split, i) for i in range(ds.num_episodes(split)))
+    n = ds.num_episodes(split)
+    pick = np.sort(np.random.default_rng([seed, len(split)]).permutation(n)[:episodes]) if n > episodes else range(n)
+    x, y = predictability.state_action_pairs(ds.read(split, int(i)) for i in pick)
     r2 = predictability.action_r2(x, y)
     lines.append(f"| {split} | {len(x)} | {', '.join(f'{v:.2f}' for v in r2)} | {np.mean(r2):.2f} |")
   return "\n".join(lines)
@@ -73,12 +80,14 @@ def main(argv):
 
   if _EPISODES.value <= 0:
     raise ValueError(f"--episodes must be positive, got {_EPISODES.value}")
+  if _R2_EPISODES.value <= 0:
+    raise ValueError(f"--r2_episodes must be positive, got {_R2_EPISODES.value}")
   ds = dataset_lib.open_dataset(_DATA_DIR.value)
   splits = checks.expand(_SPLIT.value, ds.splits, "split")
   with open(os.path.join(ds.path, "card.md")) as f:
     print(f.read())
   print("Actions predictable from the states (held-out linear R^2):\n")
-  print(action_predictability(ds, splits) + "\n")
+  print(action_predictability(ds, splits, _R2_EPISODES.value, _SEED.value) + "\n")
   sheet = contact_sheet(ds, splits, _EPISODES.value, _SEED.value)
   out = _OUT.value
   if out is None:
