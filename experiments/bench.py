@@ -60,6 +60,10 @@ _WM_ENVS = flags.DEFINE_integer("wm_envs", 64, "world_model: environments imagin
 _WM_OUTPUT = flags.DEFINE_string("wm_output", "", "world_model: the token head, codes | digits ('': the preset's).")
 _WM_SELF_CONTEXT = flags.DEFINE_float("wm_self_context", None, "world_model: dynamics_train.self_context of the "
                                       "timed training step (its extra guessing pass; default: the preset's).")
+_WM_CHANNELS = flags.DEFINE_list("wm_channels", [], "world_model: tokenizer.channels, one per downsampling stage "
+                                 "(3 stages: an 8x8 token grid at 64x64; default: the preset's).")
+_WM_LEVELS = flags.DEFINE_list("wm_levels", [], "world_model: tokenizer.levels, the FSQ digits (default: the "
+                               "preset's).")
 _IMAG_ENVS = flags.DEFINE_integer("imag_envs", 256, "imagination: environments of the fused step.")
 _IMAG_REF_STEPS = flags.DEFINE_integer("imag_reference_steps", 6, "imagination: steps timed on the reference loop.")
 _IMAG_GUIDANCE = flags.DEFINE_float("imag_guidance", 1.0, "imagination: also time the fused step with this action "
@@ -227,9 +231,18 @@ def bench_data(data_dir: str | None, episodes: int, size: int, batch: int, windo
       tmp.cleanup()
 
 
-def bench_world_model(preset: str, envs: int, output: str = "", self_context: float | None = None) -> dict:
+def _ints(flag) -> tuple[int, ...]:
+  try:
+    return tuple(int(x) for x in flag.value)
+  except ValueError:
+    raise ValueError(f"--{flag.name} takes integers separated by commas, got {','.join(flag.value)!r}") from None
+
+
+def bench_world_model(preset: str, envs: int, output: str = "", self_context: float | None = None,
+                      channels: tuple[int, ...] = (), levels: tuple[int, ...] = ()) -> dict:
   """The preset's dynamics training step (its dynamics_train settings; self_context overrides the preset's) and
-  its imagination, cached against the uncached reference design, on random tokens and weights."""
+  its imagination, cached against the uncached reference design, on random tokens and weights. `channels` and
+  `levels` override the tokenizer's: the token grid and the vocabulary the dynamics is sized for."""
   import jax
   import jax.numpy as jnp
 
@@ -242,6 +255,10 @@ def bench_world_model(preset: str, envs: int, output: str = "", self_context: fl
   c = wm_configs.get_config(preset)
   if output:
     c.dynamics.output = output
+  if channels:
+    c.tokenizer.channels = tuple(channels)
+  if levels:
+    c.tokenizer.levels = tuple(levels)
   tcfg = stage_tokenizer.tokenizer_config(c)
   # The paper-sized presets (paper, gpu, tpu_pod) model the paper's data: 128x128 front + wrist views.
   paper_like = wm_configs.model_preset(preset) == "paper"
@@ -298,7 +315,7 @@ def bench_world_model(preset: str, envs: int, output: str = "", self_context: fl
   t_uncached = _timed(uncached, params, window_tokens, key)
   return {
       "preset": preset, "output": c.dynamics.output, "params": dyn.param_count(params), "window": w,
-      "tokens_per_frame": n,
+      "tokens_per_frame": n, "vocab": tcfg.codebook_size,
       "train_batch": b, "self_context": trn.self_context, "train_step_s": train_time,
       "train_tokens_per_s": b * w * n / train_time,
       "train_windows_per_s": b / train_time, "train_gflop_per_step": flops / 1e9,
@@ -602,10 +619,12 @@ def main(argv):
   if "world_model" in only:
     print(f"world_model: preset {_WM_PRESET.value}, {_WM_ENVS.value} environments (compiling...)", flush=True)
     with usage_errors():
-      results["world_model"] = bench_world_model(_WM_PRESET.value, _WM_ENVS.value, _WM_OUTPUT.value,
-                                                 _WM_SELF_CONTEXT.value)
+      results["world_model"] = bench_world_model(
+          _WM_PRESET.value, _WM_ENVS.value, _WM_OUTPUT.value, _WM_SELF_CONTEXT.value,
+          _ints(_WM_CHANNELS), _ints(_WM_LEVELS))
     w = results["world_model"]
-    print(f"world_model: training {w['train_tokens_per_s']:.0f} tokens/s ({w['train_windows_per_s']:.1f} "
+    print(f"world_model: {w['tokens_per_frame']} tokens a frame of {w['vocab']} codes; training "
+          f"{w['train_tokens_per_s']:.0f} tokens/s ({w['train_windows_per_s']:.1f} "
           f"windows/s, {w['train_gflop_per_s']:.0f} GFLOP/s, mfu {w['train_mfu']:.2f} of "
           f"{w['matmul_flops_per_s'] / 1e9:.0f} {w['dtype']} matmul GFLOP/s); imagination "
           f"{w['imagined_frames_per_s']:.1f} "
