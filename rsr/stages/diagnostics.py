@@ -7,6 +7,9 @@ dynamics,reward}.json:
     tokenizer PSNR                       how well frames survive the tokens
     token / patch stability              share of tokens equal between consecutive real frames, beside the
                                          share of token-sized pixel patches that did not change at all
+    held-out loss / changed accuracy     dynamics: its training objective on held-out windows (beside
+                                         train/ce in metrics.jsonl: the gap is memorisation) and its
+                                         accuracy on the tokens that changed from the previous frame
     open-loop gain over copy-last-frame  dynamics: imagined PSNR minus copying the last real frame (dB, with
                                          the 95% half-width); below 0 the model is worse than standing still;
                                          "anchored": imagined frames drawn against the real last frame
@@ -42,6 +45,7 @@ from rsr import stages
 ROWS = (
     ("tokenizer PSNR (dB)", "tokenizer", "psnr", "{:.2f}", None),
     ("token / patch stability", "tokenize", ("token_stability", "patch_stability"), "{:.3f} / {:.3f}", None),
+    ("held-out loss / changed-token accuracy", "dynamics", ("ce", "changed_acc"), "{:.3f} / {:.3f}", None),
     ("open-loop gain over copy-last-frame (dB)", "dynamics", "gain_over_copy", "{:+.2f}", "gain_over_copy_ci95"),
     ("same, anchored frames (dB)", "dynamics", "gain_over_copy_anchored", "{:+.2f}", None),
     ("gain over shuffled actions (dB)", "dynamics", "gain_over_shuffled", "{:+.3f}", None),

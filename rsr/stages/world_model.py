@@ -202,6 +202,7 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
     done_b = WindowLoader(tok_ds, split, dataclasses.replace(win, batch_size=d.eval_windows), seed=8).batch(0)
     held[split] = ({k: v[keep] for k, v in tb.items()}, pix[keep], done_b)
   last_frames, goal_images = {}, {}
+  heldout_loss = wm_eval.make_heldout_loss(model, trn)
 
   def evaluate(state) -> dict:
     out = {}
@@ -227,6 +228,10 @@ def dynamics_stage(config, workdir: str, ds, tok_ds, progress: bool = True,
           out[f"{split}/psnr_shuffled"] = float(r["psnr_shuffled"].mean())
           out[f"{split}/gain_over_shuffled"] = out[f"{split}/psnr"] - out[f"{split}/psnr_shuffled"]
       dm = wm_eval.done_metrics(model, state.params, done_b)
+      if done_b["mask"].any():
+        hl = heldout_loss(state.params, {k: jnp.asarray(done_b[k]) for k in ("tokens", "action", "task", "done",
+                                                                             "mask")})
+        out.update({f"{split}/{k}": float(v) for k, v in hl.items()})
       out.update({f"{split}/done_{k}": v for k, v in dm.items() if v is not None})
       if stage == "goal":
         g = wm_eval.goal_metrics(model, state.params, decode, tok_ds, ds, split, d.goal_episodes,

@@ -10,6 +10,9 @@ the cache), decode them and compare with the real frames (PSNR per imagined step
     model listens to its actions (action control).
 Done head: teacher-forced (unmasked real tokens) done probabilities on every valid frame of held-out
 windows against the step labels: AUC and F1 at 0.5.
+Held-out loss: the training objective (masked-token cross-entropy, weights and all) and its accuracies on
+held-out windows under one fixed mask draw, the counterpart of train/ce: a held-out ce that rises while
+train/ce falls is the dynamics memorising its train episodes.
 """
 
 from __future__ import annotations
@@ -222,6 +225,18 @@ def done_open_loop(imagined: np.ndarray, replayed: np.ndarray, labels: np.ndarra
     out[f"recall_{kind}"] = float(fires[success].mean()) if success.any() else None
     out[f"auc_{kind}"] = dynamics_train.auc(p.ravel(), done.ravel())
   return out
+
+
+def make_heldout_loss(model: dyn.Dynamics, cfg: dynamics_train.DynamicsTrainConfig):
+  """-> jitted (params, batch) -> {ce, token_acc, changed_acc} (f32 scalars); batch as in training (tokens
+  i32[B, T, N], action, task, done, mask), the masks drawn from one fixed key so that evaluations compare."""
+
+  @jax.jit
+  def loss(params, batch: dict) -> dict:
+    _, m = dynamics_train.losses(model, params, batch, jax.random.PRNGKey(13), cfg)
+    return {k: m[k] for k in ("ce", "token_acc", "changed_acc")}
+
+  return loss
 
 
 def done_metrics(model, params, tok_batch: dict) -> dict:

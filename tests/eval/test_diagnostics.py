@@ -13,7 +13,8 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
              "tokenize": {"val/token_stability": 0.8263, "val/patch_stability": 0.8541},
              "dynamics": {"val/gain_over_copy": 0.0176, "val/gain_over_copy_ci95": 0.0627,
                           "ood_all/gain_over_copy": -6.6, "val/gain_over_copy_anchored": -0.028,
-                          "val/gain_over_shuffled": 0.0834, "val/done_auc": 0.9647,
+                          "val/gain_over_shuffled": 0.0834, "val/ce": 2.4561, "val/changed_acc": 0.1234,
+                          "val/done_auc": 0.9647,
                           "val/tokens_changed": 0.0024, "val/tokens_changed_real": 0.1681,
                           "val/probe_gripper_imagined_final": 14.44, "val/probe_gripper_copy_final": 14.3,
                           "val/probe_cube_a_imagined_final": 14.35, "val/guard_auc": 0.872,
@@ -32,6 +33,7 @@ def test_table_reads_every_stage_and_marks_what_is_missing(tmp_path):
   assert lines[2:] == [
       "| tokenizer PSNR (dB) | 29.75 | 20.80 |",
       "| token / patch stability | 0.826 / 0.854 | n/a |",
+      "| held-out loss / changed-token accuracy | 2.456 / 0.123 | n/a |",
       "| open-loop gain over copy-last-frame (dB) | +0.02 ± 0.06 | -6.60 |",
       "| same, anchored frames (dB) | -0.03 | n/a |",
       "| gain over shuffled actions (dB) | +0.083 | n/a |",

@@ -95,6 +95,9 @@ def test_train_world_model_tiny(tiny_dataset, tiny_world_model, tmp_path):
     assert os.path.getsize(tmp_path / f) > 0, f
   dyn = json.loads((tmp_path / "tables/dynamics.json").read_text())
   assert {"val/psnr", "val/psnr_copy", "val/psnr_shuffled", "ood_color/psnr", "val/done_f1"} <= set(dyn)
+  # The held-out training objective: a cross-entropy and accuracies, per held-out split.
+  for split in ("val", "ood_color"):
+    assert dyn[f"{split}/ce"] > 0 and 0 <= dyn[f"{split}/token_acc"] <= 1 and 0 <= dyn[f"{split}/changed_acc"] <= 1
   # The probe's paired gains are the per-window differences of the errors it reports, with an interval.
   for ref in ("shuffled", "copy"):
     gain = np.array(dyn[f"val/probe_gripper_gain_over_{ref}"])
